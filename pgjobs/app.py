@@ -1,0 +1,181 @@
+"""The App: task registry, database access and the entry points around them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from pgjobs import db, producer
+from pgjobs.backoff import Backoff
+from pgjobs.clock import Clock, SystemClock
+from pgjobs.errors import ConfigError
+from pgjobs.job import EnqueueOptions, bind_check, check_name, enqueue_params
+from pgjobs.migrate import apply_migrations
+from pgjobs.queries import check_schema_name
+from pgjobs.task import DEFAULT_MAX_ATTEMPTS, Task
+
+if TYPE_CHECKING:
+    from pgjobs.producer import AnyConn
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """A pgjobs application: where tasks are registered and jobs go.
+
+    `dsn` defaults to $PGJOBS_DSN, else libpq's environment (PGHOST, PGUSER...).
+    """
+
+    def __init__(self, dsn: str | None = None, schema: str = "pgjobs", *, clock: Clock | None = None):
+        self.schema = check_schema_name(schema)
+        self.database = db.Database(dsn, self.schema)
+        self.clock: Clock = clock or SystemClock()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<pgjobs.App schema={self.schema} tasks={len(self.tasks)}>"
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a sync or async handler; the name defaults to "module.function"."""
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            if not callable(func):
+                raise TypeError(f"@app.task decorates a function, got {func!r}")
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            if task_name in self.tasks and self.tasks[task_name].fn is not func:
+                raise ConfigError(f"task name {task_name!r} is registered twice")
+            task: Task[P, R] = Task(
+                self,
+                func,
+                name=task_name,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                retry=retry,
+                timeout=timeout,
+            )
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def _params(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        options: EnqueueOptions,
+    ) -> dict[str, Any]:
+        check_name("task", name)
+        kwargs = kwargs or {}
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+            raise TypeError(f"task {name!r}: args must be a list or tuple, got {args!r}")
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(f"task {name!r}: kwargs must be a dict, got {kwargs!r}")
+        task = self.tasks.get(name)
+        if task is not None:
+            bind_check(name, task.signature, args, kwargs)
+        return enqueue_params(
+            name,
+            args,
+            kwargs,
+            queue=task.queue if task else "default",
+            priority=task.priority if task else 0,
+            max_attempts=task.max_attempts if task else None,
+            options=options,
+        )
+
+    def enqueue(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        conn: AnyConn | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+        dedup_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """Enqueue a task by name; the handler need not be importable here."""
+        opts = EnqueueOptions(queue, priority, delay, run_at, dedup_key, max_attempts)
+        return producer.enqueue(self.database, self._params(name, args, kwargs, opts), conn)
+
+    async def enqueue_async(
+        self,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        conn: AnyConn | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+        dedup_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        opts = EnqueueOptions(queue, priority, delay, run_at, dedup_key, max_attempts)
+        params = self._params(name, args, kwargs, opts)
+        return await producer.enqueue_async(self.database, params, conn)
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied (empty when up to date)."""
+        database = self.database
+        with database.errors(), db.connect(database.dsn, autocommit=True) as conn:
+            return apply_migrations(conn, self.schema)
+
+    def run_worker(
+        self,
+        queues: Iterable[str] | None = None,
+        concurrency: int = 10,
+        burst: bool = False,
+        *,
+        shutdown_grace: float = 30.0,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        """Run a worker in this process until SIGTERM/SIGINT (or, with burst, until idle)."""
+        from pgjobs.worker import Worker, WorkerConfig
+
+        config = WorkerConfig(
+            queues=tuple(queues) if queues is not None else None,
+            concurrency=concurrency,
+            burst=burst,
+            shutdown_grace=shutdown_grace,
+        )
+        Worker(self, config).run(install_signal_handlers=install_signal_handlers)
+
+    def close(self) -> None:
+        """Close the app's connection pools."""
+        self.database.close()
+

@@ -1,0 +1,212 @@
+"""Talking to Postgres: DSNs, connections, pools and the translation of psycopg errors.
+
+Every other module reaches the database through the helpers here, so that psycopg errors
+become pgjobs errors in exactly one place and no message ever carries a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgjobs.errors import ConfigError, DatabaseError, SchemaError
+
+# Worker connections must notice a dead peer in seconds, not the kernel's two hours.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15000,
+}
+CONNECT_TIMEOUT = 10
+MIN_SERVER_VERSION = 140000  # PostgreSQL 14
+
+
+def resolve_dsn(dsn: str | None) -> str:
+    """The explicit DSN, else $PGJOBS_DSN, else "" (libpq's PGHOST, PGUSER... apply)."""
+    if dsn is None:
+        dsn = os.environ.get("PGJOBS_DSN", "")
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid DSN {redact(dsn)!r}: {_first_line(exc)}") from None
+    return dsn
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)([^@]*)(@)")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with any password in a URL or key=value DSN replaced by ***."""
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    return _KV_PASSWORD.sub(r"\1***", text)
+
+
+def describe(dsn: str) -> str:
+    """host:port/dbname of a DSN, for messages (never the password)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<invalid DSN>"
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or "(default)"
+    return f"{host}:{port}/{dbname}"
+
+
+def conninfo(dsn: str, *, application_name: str = "pgjobs", keepalives: bool = False) -> str:
+    extra: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    params = conninfo_to_dict(dsn)
+    if "application_name" not in params and "PGAPPNAME" not in os.environ:
+        extra["application_name"] = application_name
+    if keepalives and not str(params.get("host", "")).startswith("/"):
+        extra.update({k: v for k, v in KEEPALIVES.items() if k not in params})
+    for key in list(extra):
+        if key in params:
+            del extra[key]
+    return make_conninfo(dsn, **extra)
+
+
+def lock_namespace(schema: str, purpose: str) -> int:
+    """A 31-bit advisory-lock namespace unique to (schema, purpose)."""
+    return zlib.crc32(f"pgjobs:{schema}:{purpose}".encode()) & 0x7FFFFFFF
+
+
+def notify_channel(schema: str) -> str:
+    return f"{schema}.jobs"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def translate(exc: psycopg.Error, dsn: str = "", schema: str | None = None) -> Exception:
+    """The pgjobs error for a psycopg error (the caller raises it `from exc`)."""
+    message = redact(_first_line(exc))
+    if isinstance(
+        exc,
+        pg_errors.UndefinedTable
+        | pg_errors.InvalidSchemaName
+        | pg_errors.UndefinedFunction
+        | pg_errors.UndefinedObject,
+    ):
+        name = schema or "pgjobs"
+        return SchemaError(
+            f"the pgjobs schema {name!r} is missing or out of date ({message}); "
+            "run `pgjobs migrate`"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseError(f"cannot talk to Postgres at {describe(dsn)}: {message}")
+    return DatabaseError(f"Postgres refused the operation: {message}")
+
+
+@contextmanager
+def errors_translated(dsn: str = "", schema: str | None = None) -> Iterator[None]:
+    """Re-raise psycopg errors in the block as pgjobs errors."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate(exc, dsn, schema) from exc
+
+
+def connect(dsn: str, *, autocommit: bool = True, keepalives: bool = False) -> psycopg.Connection[Any]:
+    with errors_translated(dsn):
+        return psycopg.connect(conninfo(dsn, keepalives=keepalives), autocommit=autocommit)
+
+
+async def connect_async(
+    dsn: str, *, autocommit: bool = True, keepalives: bool = False
+) -> psycopg.AsyncConnection[Any]:
+    with errors_translated(dsn):
+        return await psycopg.AsyncConnection.connect(
+            conninfo(dsn, keepalives=keepalives), autocommit=autocommit
+        )
+
+
+def check_server_version(version_num: int) -> None:
+    if version_num < MIN_SERVER_VERSION:
+        major = version_num // 10000
+        raise DatabaseError(
+            f"PostgreSQL {major} is too old: pgjobs needs PostgreSQL "
+            f"{MIN_SERVER_VERSION // 10000} or newer"
+        )
+
+
+class Database:
+    """One app's view of Postgres: DSN, schema, rendered queries and lazily opened pools."""
+
+    def __init__(self, dsn: str | None, schema: str, *, pool_size: int = 10):
+        from pgjobs.queries import queries_for
+
+        self._dsn_arg = dsn
+        self.schema = schema
+        self.queries = queries_for(schema)
+        self.pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._async_pools: dict[int, AsyncConnectionPool] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def dsn(self) -> str:
+        # Resolved on use, so that PGJOBS_DSN set after the App was created still counts.
+        return resolve_dsn(self._dsn_arg)
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        with errors_translated(self.dsn, self.schema):
+            yield
+
+    def pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                pool = ConnectionPool(
+                    conninfo(self.dsn),
+                    min_size=1,
+                    max_size=self.pool_size,
+                    kwargs={"autocommit": True},
+                    open=False,
+                    name=f"pgjobs-{self.schema}",
+                )
+                with self.errors():
+                    pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+                self._pool = pool
+            return self._pool
+
+    async def async_pool(self) -> AsyncConnectionPool:
+        # A pool belongs to the event loop that opened it.
+        key = id(asyncio.get_running_loop())
+        pool = self._async_pools.get(key)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                conninfo(self.dsn),
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs={"autocommit": True},
+                open=False,
+                name=f"pgjobs-{self.schema}-async",
+            )
+            with self.errors():
+                await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            self._async_pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+        self._async_pools.clear()

@@ -1,0 +1,233 @@
+"""Tasks: a handler plus its defaults, and the enqueue methods built on them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from pgjobs import producer
+from pgjobs.backoff import Backoff
+from pgjobs.job import (
+    EnqueueOptions,
+    bind_check,
+    check_name,
+    copy_rows,
+    encode_many,
+    enqueue_params,
+)
+
+if TYPE_CHECKING:
+    from pgjobs.app import App
+    from pgjobs.producer import AnyConn
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+class Task(Generic[P, R]):
+    """A registered handler. Call it to run it inline; `enqueue` it to run it on a worker."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R] | Callable[P, Awaitable[R]],
+        *,
+        name: str,
+        queue: str = "default",
+        priority: int = 0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry: Backoff | None = None,
+        timeout: float | timedelta | None = None,
+    ):
+        self.app = app
+        self.fn = fn
+        self.name = check_name("task", name)
+        self.queue = check_name("queue", queue)
+        EnqueueOptions(priority=priority, max_attempts=max_attempts)  # validates both
+        self.priority = priority
+        self.max_attempts = max_attempts
+        self.retry = retry or Backoff()
+        if not isinstance(self.retry, Backoff):
+            raise TypeError(f"retry must be a pgjobs.Backoff, got {retry!r}")
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        self.timeout = seconds
+        self.is_async = inspect.iscoroutinefunction(fn)
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have none
+            self.signature = None
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the handler inline (no queue); handy in tests and scripts."""
+        return self.fn(*args, **kwargs)
+
+    def options(
+        self,
+        *,
+        conn: AnyConn | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        dedup_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> TaskCall[P, R]:
+        """Per-call overrides; `conn` joins the caller's transaction."""
+        opts = EnqueueOptions(queue, priority, delay, run_at, dedup_key, max_attempts)
+        return TaskCall(self, opts, conn)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Enqueue a run in its own transaction; returns the job id."""
+        return TaskCall(self, EnqueueOptions(), None).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        return await TaskCall(self, EnqueueOptions(), None).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(
+        self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
+    ) -> list[int]:
+        """Enqueue one job per kwargs mapping with COPY; returns the ids in order."""
+        return TaskCall(self, EnqueueOptions(), conn).enqueue_many(items)
+
+    async def enqueue_many_async(
+        self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
+    ) -> list[int]:
+        return await TaskCall(self, EnqueueOptions(), conn).enqueue_many_async(items)
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call options bound; made by `Task.options()`."""
+
+    def __init__(self, task: Task[P, R], options: EnqueueOptions, conn: AnyConn | None):
+        self.task = task
+        self.opts = options
+        self.conn = conn
+
+    def _params(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        task = self.task
+        bind_check(task.name, task.signature, args, kwargs)
+        return enqueue_params(
+            task.name,
+            args,
+            kwargs,
+            queue=task.queue,
+            priority=task.priority,
+            max_attempts=task.max_attempts,
+            options=self.opts,
+        )
+
+    def _row_builder(self, items: list[Mapping[str, Any]]) -> producer.RowBuilder:
+        task = self.task
+        if self.opts.dedup_key is not None:
+            raise ValueError("enqueue_many does not take a dedup_key: enqueue those jobs one by one")
+        encoded = encode_many(task.name, items)
+        for item in items:
+            bind_check(task.name, task.signature, (), item)
+
+        def build(ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
+            return copy_rows(
+                task.name,
+                encoded,
+                ids,
+                queue=task.queue,
+                priority=task.priority,
+                max_attempts=task.max_attempts,
+                options=self.opts,
+                now=now,
+            )
+
+        return build
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Enqueue a run in its own transaction; returns the job id."""
+        return TaskCall(self, EnqueueOptions(), None).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        return await TaskCall(self, EnqueueOptions(), None).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(
+        self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
+    ) -> list[int]:
+        """Enqueue one job per kwargs mapping with COPY; returns the ids in order."""
+        return TaskCall(self, EnqueueOptions(), conn).enqueue_many(items)
+
+    async def enqueue_many_async(
+        self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
+    ) -> list[int]:
+        return await TaskCall(self, EnqueueOptions(), conn).enqueue_many_async(items)
+
+
+class TaskCall(Generic[P, R]):
+    """A task with per-call options bound; made by `Task.options()`."""
+
+    def __init__(self, task: Task[P, R], options: EnqueueOptions, conn: AnyConn | None):
+        self.task = task
+        self.opts = options
+        self.conn = conn
+
+    def _params(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        task = self.task
+        bind_check(task.name, task.signature, args, kwargs)
+        return enqueue_params(
+            task.name,
+            args,
+            kwargs,
+            queue=task.queue,
+            priority=task.priority,
+            max_attempts=task.max_attempts,
+            options=self.opts,
+        )
+
+    def _row_builder(self, items: list[Mapping[str, Any]]) -> producer.RowBuilder:
+        task = self.task
+        for item in items:
+            if isinstance(item, Mapping):
+                bind_check(task.name, task.signature, (), item)
+
+        def build(ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
+            return list(
+                copy_rows(
+                    task.name,
+                    items,
+                    ids,
+                    queue=task.queue,
+                    priority=task.priority,
+                    max_attempts=task.max_attempts,
+                    options=self.opts,
+                    now=now,
+                )
+            )
+
+        return build
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        params = self._params(args, kwargs)
+        return producer.enqueue(self.task.app.database, params, self.conn)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        params = self._params(args, kwargs)
+        return await producer.enqueue_async(self.task.app.database, params, self.conn)
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
+        listed = list(items)
+        build = self._row_builder(listed)
+        return producer.enqueue_many(self.task.app.database, len(listed), build, self.conn)
+
+    async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
+        listed = list(items)
+        build = self._row_builder(listed)
+        return await producer.enqueue_many_async(
+            self.task.app.database, len(listed), build, self.conn
+        )

@@ -1,0 +1,148 @@
+"""Runs one claimed job's handler and turns what happened into an Outcome.
+
+Async handlers run on the event loop and are cancelled at their timeout. Sync handlers run
+in a thread pool; Python cannot stop a thread, so a sync handler that overruns its timeout
+keeps its slot until it returns, and the attempt is then failed with JobTimeout (its
+result discarded). The job is never handed to another worker while its thread still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pgjobs.backoff import Backoff
+from pgjobs.clock import Clock
+from pgjobs.context import set_current
+from pgjobs.errors import Discard, JobTimeout, Retry
+from pgjobs.job import Job
+from pgjobs.task import DEFAULT_MAX_ATTEMPTS, Task
+from pgjobs.worker.outcome import Kind, Outcome, describe_exception, error_record
+
+log = logging.getLogger("pgjobs.worker")
+
+UNKNOWN_TASK_BACKOFF = Backoff(initial=5, factor=2, max=300)
+
+
+class Executor:
+    def __init__(
+        self,
+        tasks: dict[str, Task[Any, Any]],
+        threads: ThreadPoolExecutor,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ):
+        self.tasks = tasks
+        self.threads = threads
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    async def run(self, job: Job) -> Outcome:
+        task = self.tasks.get(job.task)
+        max_attempts = job.max_attempts or (task.max_attempts if task else DEFAULT_MAX_ATTEMPTS)
+        if job.attempt > max_attempts:
+            return self._dead(
+                job,
+                "exhausted",
+                f"attempt {job.attempt} exceeds max_attempts={max_attempts} (the previous "
+                "attempt's worker was lost); not run again",
+            )
+        if task is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            message = (
+                f"unknown task {job.task!r}: no handler of that name is registered in this "
+                f"worker (registered: {known})"
+            )
+            return self._failed(job, max_attempts, UNKNOWN_TASK_BACKOFF, "unknown_task", message)
+        if task.signature is not None:
+            try:
+                task.signature.bind(*job.args, **job.kwargs)
+            except TypeError as exc:
+                message = f"arguments do not fit the handler: {exc}"
+                return self._dead(job, "bad_arguments", message)
+
+        set_current(job)
+        try:
+            if task.is_async:
+                await self._run_async(task, job)
+            else:
+                await self._run_sync(task, job)
+        except asyncio.CancelledError:
+            raise
+        except Retry as retry:
+            if job.attempt >= max_attempts:
+                return self._dead(
+                    job, "retry", f"{retry.reason}, but all {max_attempts} attempts are used", retry
+                )
+            delay = retry.delay if retry.delay is not None else task.retry.delay(job.attempt, self.rng)
+            record = error_record(job, "retry", str(retry), self.clock.now())
+            return Outcome(job, Kind.RETRY, delay, record)
+        except Discard as discard:
+            return self._dead(job, "discard", f"discarded: {discard.reason}", discard)
+        except JobTimeout as exc:
+            return self._failed(job, max_attempts, task.retry, "timeout", str(exc), exc)
+        except BaseException as exc:  # noqa: BLE001 - a handler's failure, whatever it is
+            return self._failed(
+                job, max_attempts, task.retry, "exception", describe_exception(exc), exc
+            )
+        finally:
+            set_current(None)
+        return Outcome(job, Kind.SUCCEEDED)
+
+    async def _run_async(self, task: Task[Any, Any], job: Job) -> None:
+        if task.timeout is None:
+            await task.fn(*job.args, **job.kwargs)
+            return
+        try:
+            async with asyncio.timeout(task.timeout):
+                await task.fn(*job.args, **job.kwargs)
+        except TimeoutError as exc:
+            raise JobTimeout(f"timed out after {task.timeout:g}s (cancelled)") from exc
+
+    async def _run_sync(self, task: Task[Any, Any], job: Job) -> None:
+        call = functools.partial(task.fn, *job.args, **job.kwargs)
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(self.threads, context.run, call)
+        if task.timeout is None:
+            await future
+            return
+        started = self.clock.monotonic()
+        done, _ = await asyncio.wait({future}, timeout=task.timeout)
+        if done:
+            future.result()
+            return
+        log.warning(
+            "job %s (%s) overran its %gs timeout; a sync handler cannot be interrupted, "
+            "waiting for it to return",
+            job.id,
+            job.task,
+            task.timeout,
+        )
+        try:
+            await future
+        except Exception:  # noqa: BLE001, S110 - the timeout is what gets reported
+            pass
+        ran = self.clock.monotonic() - started
+        raise JobTimeout(f"timed out: ran {ran:.1f}s, timeout is {task.timeout:g}s")
+
+    def _failed(
+        self,
+        job: Job,
+        max_attempts: int,
+        backoff: Backoff,
+        kind: str,
+        message: str,
+        exc: BaseException | None = None,
+    ) -> Outcome:
+        record = error_record(job, kind, message, self.clock.now(), exc)
+        if job.attempt >= max_attempts:
+            return Outcome(job, Kind.DEAD, 0.0, record)
+        return Outcome(job, Kind.RETRY, backoff.delay(job.attempt, self.rng), record)
+
+    def _dead(self, job: Job, kind: str, message: str, exc: BaseException | None = None) -> Outcome:
+        return Outcome(job, Kind.DEAD, 0.0, error_record(job, kind, message, self.clock.now(), exc))

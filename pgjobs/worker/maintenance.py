@@ -1,0 +1,56 @@
+"""Shared loop for maintenance services: run_once(now) every interval, survive outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from pgjobs.clock import Clock
+from pgjobs.errors import PgJobsError
+
+log = logging.getLogger("pgjobs.worker")
+
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+
+
+class Service:
+    """A maintenance service: subclasses implement `run_once(conn, now)`."""
+
+    name = "service"
+
+    def __init__(self, connect: Connect, clock: Clock, interval: float):
+        self._connect = connect
+        self.clock = clock
+        self.interval = interval
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def run_once(self, now: datetime) -> int:
+        """One pass at time `now`; returns how many rows it changed."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._connect()
+        return await self.work(self._conn, now)
+
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+        raise NotImplementedError
+
+    async def loop(self) -> None:
+        while True:
+            try:
+                await self.run_once(self.clock.now())
+            except (psycopg.Error, PgJobsError) as exc:
+                log.warning("%s failed, will retry: %s", self.name, exc)
+                await self.close()
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close()
+            except Exception:  # noqa: BLE001, S110 - already broken
+                pass

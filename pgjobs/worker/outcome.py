@@ -1,0 +1,52 @@
+"""What running a job came to, as the acker writes it back."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pgjobs.job import Job
+
+MAX_TRACEBACK = 16_000
+
+
+class Kind(Enum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # back to queued after `delay`
+    DEAD = "dead"
+    RELEASED = "released"  # handed back at shutdown
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    kind: Kind
+    delay: float = 0.0
+    error: str | None = None  # one JSON object, appended to the job's errors
+
+
+def error_record(
+    job: Job, kind: str, message: str, now: datetime, exc: BaseException | None = None
+) -> str:
+    record: dict[str, Any] = {
+        "attempt": job.attempt,
+        "at": now.isoformat(),
+        "kind": kind,
+        "error": message,
+        "worker_id": job.worker_id,
+    }
+    if exc is not None:
+        text = "".join(traceback.format_exception(exc))
+        if len(text) > MAX_TRACEBACK:
+            text = "...(truncated)\n" + text[-MAX_TRACEBACK:]
+        record["traceback"] = text
+    return json.dumps(record, default=str)
+
+
+def describe_exception(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,51 @@
+"""Pruner: deletes finished jobs from job_history once past their retention."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from pgjobs.clock import Clock
+from pgjobs.queries import Queries
+from pgjobs.worker.maintenance import Connect, Service
+
+log = logging.getLogger("pgjobs.worker")
+
+BATCH = 10_000
+
+
+class Pruner(Service):
+    name = "pruner"
+
+    def __init__(
+        self,
+        queries: Queries,
+        connect: Connect,
+        clock: Clock,
+        *,
+        retention: timedelta,
+        dead_retention: timedelta,
+        interval: float = 60.0,
+    ):
+        super().__init__(connect, clock, interval)
+        self.q = queries
+        self.rules = [
+            (retention, ["succeeded", "cancelled"]),
+            (dead_retention, ["dead"]),
+        ]
+
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+        total = 0
+        for retention, states in self.rules:
+            params = {"before": now - retention, "states": states, "limit": BATCH}
+            while True:  # small batches keep each transaction short
+                cur = await conn.execute(self.q["prune_history"], params)
+                total += cur.rowcount
+                if cur.rowcount < BATCH:
+                    break
+        if total:
+            log.info("pruned %d finished job(s) from history", total)
+        return total

@@ -1,0 +1,295 @@
+"""The worker: an asyncio core that claims, runs and acks jobs.
+
+Tasks on one event loop: the session (lock, LISTEN, heartbeat), the claim loop, the acker,
+and the maintenance services (rescuer, pruner). Sync handlers run in a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pgjobs import db
+from pgjobs.clock import Clock
+from pgjobs.errors import PgJobsError
+from pgjobs.job import Job, job_from_row
+from pgjobs.migrate import check_schema, current_version
+from pgjobs.worker.acker import Acker
+from pgjobs.worker.config import WorkerConfig
+from pgjobs.worker.executor import Executor
+from pgjobs.worker.outcome import Kind, Outcome
+from pgjobs.worker.pruner import Pruner
+from pgjobs.worker.rescuer import Rescuer
+from pgjobs.worker.session import Session
+
+if TYPE_CHECKING:
+    from pgjobs.app import App
+
+log = logging.getLogger("pgjobs.worker")
+
+# How often the list of claimable (existing, unpaused) queues is re-read.
+QUEUE_REFRESH = 1.0
+
+
+class Worker:
+    """One worker process's job runner. `run()` blocks until shutdown."""
+
+    def __init__(self, app: App, config: WorkerConfig | None = None, *, clock: Clock | None = None):
+        self.app = app
+        self.config = config or WorkerConfig()
+        self.clock = clock or app.clock
+        self.database = app.database
+        self.q = app.database.queries
+        self.channel = db.notify_channel(app.schema)
+        self.lock_namespace = db.lock_namespace(app.schema, "worker")
+        self._running: dict[asyncio.Task[None], Job] = {}
+        self._stopping = False
+        self._signals = 0
+        self.exit_code = 0
+        self.processed = 0
+
+    # ----------------------------------------------------------------- lifecycle
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        asyncio.run(self.run_async(install_signal_handlers=install_signal_handlers))
+        if self._sync_left_running:
+            # Threads cannot be stopped and the interpreter would wait for them: exit now,
+            # and the rescue of our jobs follows when our session connection closes.
+            log.warning("sync handlers still running after the grace period; exiting now")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(self.exit_code)
+
+    async def run_async(self, *, install_signal_handlers: bool = False) -> None:
+        dsn = self.database.dsn
+        await self._check_schema(dsn)
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._sync_left_running = False
+        threads = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="pgjobs-job")
+        self.executor = Executor(self.app.tasks, threads, self.clock)
+        self.acker = Acker(self.q, self._connect, self.channel)
+        self.session = Session(
+            self.q,
+            lambda: self._connect(keepalives=True),
+            lock_namespace=self.lock_namespace,
+            channel=self.channel,
+            queues=cfg.queues,
+            concurrency=cfg.concurrency,
+            heartbeat_interval=cfg.heartbeat_interval,
+            on_notify=self._on_notify,
+            on_connect=self._wakeup.set,
+        )
+        rescuer = Rescuer(
+            self.q,
+            self._connect,
+            self.clock,
+            lock_namespace=self.lock_namespace,
+            channel=self.channel,
+            interval=cfg.rescue_interval,
+        )
+        pruner = Pruner(
+            self.q,
+            self._connect,
+            self.clock,
+            retention=cfg.history_retention,
+            dead_retention=cfg.dead_retention,
+            interval=cfg.prune_interval,
+        )
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+        background = [
+            self._spawn(self.session.run(), "session"),
+            self._spawn(self.acker.run(), "acker"),
+            self._spawn(rescuer.loop(), "rescuer"),
+            self._spawn(pruner.loop(), "pruner"),
+        ]
+        claimer = self._spawn(self._claim_loop(), "claimer")
+        try:
+            await self._stop.wait()
+        finally:
+            self._stopping = True
+            claimer.cancel()
+            await asyncio.gather(claimer, return_exceptions=True)
+            await self._drain()
+            await self._flush_acks()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            for service in (self.acker, rescuer, pruner):
+                await service.close()
+            await self.session.close(unregister=not self._sync_left_running)
+            threads.shutdown(wait=False, cancel_futures=True)
+            if install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.remove_signal_handler(sig)
+        log.info("worker stopped after %d job(s)", self.processed)
+
+    async def _check_schema(self, dsn: str) -> None:
+        def read_version() -> int:
+            with db.connect(dsn) as conn, self.database.errors():
+                db.check_server_version(
+                    int(conn.execute(self.q["server_version"]).fetchone()[0])  # type: ignore[index]
+                )
+                return current_version(conn, self.app.schema)
+
+        check_schema(await asyncio.to_thread(read_version), self.app.schema)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("worker %s task crashed; stopping", task.get_name(), exc_info=exc)
+            self.exit_code = 1
+            self.stop()
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (what SIGTERM does)."""
+        if not self._stop.is_set():
+            self._stop.set()
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("received %s: finishing running jobs (grace %gs)", signal.Signals(sig).name,
+                     self.config.shutdown_grace)
+            self.stop()
+            return
+        log.warning("received %s again: exiting now, running jobs will be rescued",
+                    signal.Signals(sig).name)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    async def _connect(self, *, keepalives: bool = False) -> psycopg.AsyncConnection[Any]:
+        return await db.connect_async(self.database.dsn, keepalives=keepalives)
+
+    # ------------------------------------------------------------------ claiming
+    def _on_notify(self, queue: str) -> None:
+        queues = self.config.queues
+        if queues is None or queue in queues:
+            self._wakeup.set()
+
+    async def _claim_loop(self) -> None:
+        cfg = self.config
+        conn: psycopg.AsyncConnection[Any] | None = None
+        queues: list[str] = []
+        refreshed_at = float("-inf")
+        delay = 0.1
+        drained = False
+        while True:
+            free = cfg.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            await self.session.ready.wait()
+            worker_id = self.session.worker_id
+            assert worker_id is not None
+            try:
+                if conn is None or conn.closed:
+                    conn = await self._connect()
+                cur = conn.cursor(row_factory=tuple_row)
+                now = time.monotonic()
+                if now - refreshed_at >= QUEUE_REFRESH:
+                    await cur.execute(self.q["active_queues"], {"queues": cfg.queues})
+                    queues = [row[0] for row in await cur.fetchall()]
+                    refreshed_at = now
+                self._wakeup.clear()
+                rows: list[tuple[Any, ...]] = []
+                if queues:
+                    params = {
+                        "queues": queues,
+                        "limit": min(free, cfg.batch_size),
+                        "worker_id": worker_id,
+                    }
+                    await cur.execute(self.q["claim_jobs"], params)
+                    rows = await cur.fetchall()
+                delay = 0.1
+            except (psycopg.OperationalError, PgJobsError) as exc:
+                log.warning("claiming failed, retrying in %.1fs: %s", delay, exc)
+                if conn is not None:
+                    await conn.close()
+                conn = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for row in rows:
+                job = job_from_row(row, worker_id)
+                self._running[asyncio.create_task(self._run_job(job))] = job
+            if rows:
+                drained = False
+                continue
+            if cfg.burst and not self._running:
+                # Exit only after a claim that followed a full flush of outcomes came back
+                # empty: a retry written by that flush may have made a job eligible again.
+                if drained:
+                    self.stop()
+                    return
+                await self.acker.flushed()
+                drained = True
+                continue
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), cfg.poll_interval)
+            except TimeoutError:
+                refreshed_at = float("-inf")
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            outcome = await self.executor.run(job)
+        except asyncio.CancelledError:
+            outcome = Outcome(job, Kind.RELEASED)
+        finally:
+            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._slot_freed.set()
+            if self.config.burst:
+                self._wakeup.set()
+        self.processed += 1
+        self.acker.submit(outcome)
+
+    # ------------------------------------------------------------------ shutdown
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        log.info("waiting up to %gs for %d running job(s)", self.config.shutdown_grace,
+                 len(self._running))
+        _, pending = await asyncio.wait(set(self._running), timeout=self.config.shutdown_grace)
+        if not pending:
+            return
+        sync_jobs = {t for t in pending if not self._is_async(self._running.get(t))}
+        for task in pending - sync_jobs:
+            task.cancel()
+        await asyncio.gather(*(pending - sync_jobs), return_exceptions=True)
+        if sync_jobs:
+            self._sync_left_running = True
+            log.warning("%d sync job(s) still running; they will be rescued after exit",
+                        len(sync_jobs))
+
+    def _is_async(self, job: Job | None) -> bool:
+        task = self.app.tasks.get(job.task) if job else None
+        return task is not None and task.is_async
+
+    async def _flush_acks(self) -> None:
+        try:
+            await asyncio.wait_for(self.acker.flushed(), timeout=max(5.0, self.config.shutdown_grace))
+        except TimeoutError:
+            log.error("could not write all job outcomes before exit; those jobs will be rescued")
