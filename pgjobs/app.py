@@ -28,7 +28,9 @@ class App:
     `dsn` defaults to $PGJOBS_DSN, else libpq's environment (PGHOST, PGUSER...).
     """
 
-    def __init__(self, dsn: str | None = None, schema: str = "pgjobs", *, clock: Clock | None = None):
+    def __init__(
+        self, dsn: str | None = None, schema: str = "pgjobs", *, clock: Clock | None = None
+    ):
         self.schema = check_schema_name(schema)
         self.database = db.Database(dsn, self.schema)
         self.clock: Clock = clock or SystemClock()
@@ -54,8 +56,7 @@ class App:
 
     def task(
         self,
-        fn: Callable[P, R] | None = None,
-        /,
+        fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -63,16 +64,16 @@ class App:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry: Backoff | None = None,
         timeout: float | timedelta | None = None,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> Any:
         """Register a sync or async handler; the name defaults to "module.function"."""
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(func):
                 raise TypeError(f"@app.task decorates a function, got {func!r}")
             task_name = name or f"{func.__module__}.{func.__qualname__}"
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ConfigError(f"task name {task_name!r} is registered twice")
-            task: Task[P, R] = Task(
+            task: Task[Any, Any] = Task(
                 self,
                 func,
                 name=task_name,
@@ -178,4 +179,3 @@ class App:
     def close(self) -> None:
         """Close the app's connection pools."""
         self.database.close()
-

@@ -53,11 +53,25 @@ def migrate(dsn: Dsn = None, schema: Schema = "pgjobs") -> None:
 @app.command()
 def worker(
     app_path: Annotated[str, typer.Argument(metavar="MODULE:APP", help="Where the App lives.")],
-    queue: Annotated[list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeatable; default all).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once per process.")] = 10,
-    processes: Annotated[int, typer.Option("--processes", "-p", min=1, help="Worker processes to run.")] = 1,
-    burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once the queues hold no eligible job.")] = False,
-    shutdown_grace: Annotated[float, typer.Option("--shutdown-grace", min=0, help="Seconds running jobs get to finish on SIGTERM.")] = 30.0,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Queue to serve (repeatable; default all)."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Jobs run at once per process.")
+    ] = 10,
+    processes: Annotated[
+        int, typer.Option("--processes", "-p", min=1, help="Worker processes to run.")
+    ] = 1,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit 0 once the queues hold no eligible job.")
+    ] = False,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(
+            "--shutdown-grace", min=0, help="Seconds running jobs get to finish on SIGTERM."
+        ),
+    ] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     dsn: Dsn = None,
 ) -> None:
@@ -93,8 +107,12 @@ def worker(
 @app.command()
 def enqueue(
     task: Annotated[str, typer.Argument(help="Task name.")],
-    kwargs: Annotated[str, typer.Option("--kwargs", help="Keyword arguments as a JSON object.")] = "{}",
-    args: Annotated[str, typer.Option("--args", help="Positional arguments as a JSON array.")] = "[]",
+    kwargs: Annotated[
+        str, typer.Option("--kwargs", help="Keyword arguments as a JSON object.")
+    ] = "{}",
+    args: Annotated[
+        str, typer.Option("--args", help="Positional arguments as a JSON array.")
+    ] = "[]",
     queue: Annotated[str | None, typer.Option("--queue")] = None,
     priority: Annotated[int | None, typer.Option("--priority")] = None,
     dedup_key: Annotated[str | None, typer.Option("--dedup-key")] = None,
@@ -128,8 +146,12 @@ def _json_arg(option: str, text: str, kind: type) -> Any:
 
 @app.command()
 def bench(
-    jobs: Annotated[int, typer.Option("--jobs", "-n", min=1, help="Jobs per drain round.")] = 20_000,
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes draining.")] = 1,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-n", min=1, help="Jobs per drain round.")
+    ] = 20_000,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="Worker processes draining.")
+    ] = 1,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 500,
     latency_samples: Annotated[int, typer.Option("--latency-samples", min=1)] = 200,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Repeat and report medians.")] = 3,
@@ -160,8 +182,12 @@ def bench(
 
 @app.command()
 def demo(
-    dsn: Annotated[str | None, typer.Option("--dsn", help="Use this server instead of an embedded one.")] = None,
-    seconds: Annotated[float, typer.Option("--seconds", help="Stop after this long (default: until Ctrl-C).")] = 0,
+    dsn: Annotated[
+        str | None, typer.Option("--dsn", help="Use this server instead of an embedded one.")
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="Stop after this long (default: until Ctrl-C).")
+    ] = 0,
 ) -> None:
     """Watch jobs flow: embedded Postgres, two workers, a stream of example jobs."""
     from pgjobs import demo as demo_mod

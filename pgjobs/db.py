@@ -123,7 +123,9 @@ def errors_translated(dsn: str = "", schema: str | None = None) -> Iterator[None
         raise translate(exc, dsn, schema) from exc
 
 
-def connect(dsn: str, *, autocommit: bool = True, keepalives: bool = False) -> psycopg.Connection[Any]:
+def connect(
+    dsn: str, *, autocommit: bool = True, keepalives: bool = False
+) -> psycopg.Connection[Any]:
     with errors_translated(dsn):
         return psycopg.connect(conninfo(dsn, keepalives=keepalives), autocommit=autocommit)
 

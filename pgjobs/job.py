@@ -42,7 +42,35 @@ CLAIM_COLUMNS = 12
 
 def job_from_row(row: Sequence[Any], worker_id: int) -> Job:
     """Map a claim_jobs row (args and kwargs arrive already decoded from jsonb)."""
-    return Job(*row[:CLAIM_COLUMNS], worker_id=worker_id)
+    (
+        job_id,
+        task,
+        queue,
+        args,
+        kwargs,
+        priority,
+        attempt,
+        max_attempts,
+        enqueued_at,
+        run_at,
+        started_at,
+        dedup_key,
+    ) = row[:CLAIM_COLUMNS]
+    return Job(
+        job_id,
+        task,
+        queue,
+        args,
+        kwargs,
+        priority,
+        attempt,
+        max_attempts,
+        enqueued_at,
+        run_at,
+        started_at,
+        dedup_key,
+        worker_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +116,9 @@ def check_name(kind: str, name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{kind} name must be a non-empty string, got {name!r}")
     if len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"{kind} name is longer than {MAX_NAME_LENGTH} characters: {name[:40]!r}...")
+        raise ValueError(
+            f"{kind} name is longer than {MAX_NAME_LENGTH} characters: {name[:40]!r}..."
+        )
     if "\x00" in name:
         raise ValueError(f"{kind} name must not contain NUL characters: {name!r}")
     return name

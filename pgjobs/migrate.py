@@ -44,7 +44,9 @@ def apply_migrations(conn: psycopg.Connection[Any], schema: str) -> list[int]:
                 sql.SQL("SET LOCAL search_path TO {}, pg_catalog").format(sql.Identifier(schema))
             )
             cur.execute(migration.text.encode())
-            cur.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+            cur.execute(
+                q["record_migration"], {"version": migration.version, "name": migration.name}
+            )
             applied.append(migration.version)
     return applied
 

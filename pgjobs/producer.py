@@ -65,7 +65,9 @@ async def enqueue_async(database: Database, params: dict[str, Any], conn: AnyCon
             return _id(await acur.fetchone())
 
 
-def enqueue_many(database: Database, count: int, build: RowBuilder, conn: AnyConn | None) -> list[int]:
+def enqueue_many(
+    database: Database, count: int, build: RowBuilder, conn: AnyConn | None
+) -> list[int]:
     if count == 0:
         return []
     if conn is None:

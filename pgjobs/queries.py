@@ -58,7 +58,7 @@ class Queries:
         self.schema = check_schema_name(schema)
         ident = sql.Identifier(schema)
         self._rendered = {
-            name: sql.SQL(body).format(schema=ident).as_bytes(None)  # type: ignore[arg-type]
+            name: sql.SQL(body).format(schema=ident).as_bytes(None)
             for name, body in _raw_queries().items()
         }
 
@@ -92,9 +92,7 @@ def migrations() -> tuple[Migration, ...]:
     for entry in (sql_root() / "migrations").iterdir():
         match = _MIGRATION.match(entry.name)
         if match:
-            found.append(
-                Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8"))
-            )
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:

@@ -131,7 +131,9 @@ class TaskCall(Generic[P, R]):
     def _row_builder(self, items: list[Mapping[str, Any]]) -> producer.RowBuilder:
         task = self.task
         if self.opts.dedup_key is not None:
-            raise ValueError("enqueue_many does not take a dedup_key: enqueue those jobs one by one")
+            raise ValueError(
+                "enqueue_many does not take a dedup_key: enqueue those jobs one by one"
+            )
         encoded = encode_many(task.name, items)
         for item in items:
             bind_check(task.name, task.signature, (), item)
@@ -146,68 +148,6 @@ class TaskCall(Generic[P, R]):
                 max_attempts=task.max_attempts,
                 options=self.opts,
                 now=now,
-            )
-
-        return build
-
-    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
-        """Enqueue a run in its own transaction; returns the job id."""
-        return TaskCall(self, EnqueueOptions(), None).enqueue(*args, **kwargs)
-
-    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int:
-        return await TaskCall(self, EnqueueOptions(), None).enqueue_async(*args, **kwargs)
-
-    def enqueue_many(
-        self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
-    ) -> list[int]:
-        """Enqueue one job per kwargs mapping with COPY; returns the ids in order."""
-        return TaskCall(self, EnqueueOptions(), conn).enqueue_many(items)
-
-    async def enqueue_many_async(
-        self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
-    ) -> list[int]:
-        return await TaskCall(self, EnqueueOptions(), conn).enqueue_many_async(items)
-
-
-class TaskCall(Generic[P, R]):
-    """A task with per-call options bound; made by `Task.options()`."""
-
-    def __init__(self, task: Task[P, R], options: EnqueueOptions, conn: AnyConn | None):
-        self.task = task
-        self.opts = options
-        self.conn = conn
-
-    def _params(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        task = self.task
-        bind_check(task.name, task.signature, args, kwargs)
-        return enqueue_params(
-            task.name,
-            args,
-            kwargs,
-            queue=task.queue,
-            priority=task.priority,
-            max_attempts=task.max_attempts,
-            options=self.opts,
-        )
-
-    def _row_builder(self, items: list[Mapping[str, Any]]) -> producer.RowBuilder:
-        task = self.task
-        for item in items:
-            if isinstance(item, Mapping):
-                bind_check(task.name, task.signature, (), item)
-
-        def build(ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
-            return list(
-                copy_rows(
-                    task.name,
-                    items,
-                    ids,
-                    queue=task.queue,
-                    priority=task.priority,
-                    max_attempts=task.max_attempts,
-                    options=self.opts,
-                    now=now,
-                )
             )
 
         return build

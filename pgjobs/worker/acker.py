@@ -60,7 +60,9 @@ class Acker:
                     batch = []
                     delay = 0.1
                 except (psycopg.OperationalError, PgJobsError) as exc:
-                    log.warning("acking %d job(s) failed, retrying in %.1fs: %s", len(batch), delay, exc)
+                    log.warning(
+                        "acking %d job(s) failed, retrying in %.1fs: %s", len(batch), delay, exc
+                    )
                     await self._close()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)

@@ -79,7 +79,9 @@ class Executor:
                 return self._dead(
                     job, "retry", f"{retry.reason}, but all {max_attempts} attempts are used", retry
                 )
-            delay = retry.delay if retry.delay is not None else task.retry.delay(job.attempt, self.rng)
+            delay = (
+                retry.delay if retry.delay is not None else task.retry.delay(job.attempt, self.rng)
+            )
             record = error_record(job, "retry", str(retry), self.clock.now())
             return Outcome(job, Kind.RETRY, delay, record)
         except Discard as discard:

@@ -170,12 +170,16 @@ class Worker:
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
         if self._signals == 1:
-            log.info("received %s: finishing running jobs (grace %gs)", signal.Signals(sig).name,
-                     self.config.shutdown_grace)
+            log.info(
+                "received %s: finishing running jobs (grace %gs)",
+                signal.Signals(sig).name,
+                self.config.shutdown_grace,
+            )
             self.stop()
             return
-        log.warning("received %s again: exiting now, running jobs will be rescued",
-                    signal.Signals(sig).name)
+        log.warning(
+            "received %s again: exiting now, running jobs will be rescued", signal.Signals(sig).name
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
@@ -270,8 +274,11 @@ class Worker:
     async def _drain(self) -> None:
         if not self._running:
             return
-        log.info("waiting up to %gs for %d running job(s)", self.config.shutdown_grace,
-                 len(self._running))
+        log.info(
+            "waiting up to %gs for %d running job(s)",
+            self.config.shutdown_grace,
+            len(self._running),
+        )
         _, pending = await asyncio.wait(set(self._running), timeout=self.config.shutdown_grace)
         if not pending:
             return
@@ -281,8 +288,9 @@ class Worker:
         await asyncio.gather(*(pending - sync_jobs), return_exceptions=True)
         if sync_jobs:
             self._sync_left_running = True
-            log.warning("%d sync job(s) still running; they will be rescued after exit",
-                        len(sync_jobs))
+            log.warning(
+                "%d sync job(s) still running; they will be rescued after exit", len(sync_jobs)
+            )
 
     def _is_async(self, job: Job | None) -> bool:
         task = self.app.tasks.get(job.task) if job else None
@@ -290,6 +298,8 @@ class Worker:
 
     async def _flush_acks(self) -> None:
         try:
-            await asyncio.wait_for(self.acker.flushed(), timeout=max(5.0, self.config.shutdown_grace))
+            await asyncio.wait_for(
+                self.acker.flushed(), timeout=max(5.0, self.config.shutdown_grace)
+            )
         except TimeoutError:
             log.error("could not write all job outcomes before exit; those jobs will be rescued")

@@ -109,6 +109,7 @@ CREATE FUNCTION enqueue(
     max_attempts  integer DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+#variable_conflict use_column
 DECLARE
     job_id bigint;
 BEGIN
