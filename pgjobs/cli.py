@@ -155,6 +155,12 @@ def bench(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 500,
     latency_samples: Annotated[int, typer.Option("--latency-samples", min=1)] = 200,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Repeat and report medians.")] = 3,
+    claim_scaling: Annotated[
+        bool,
+        typer.Option(
+            "--claim-scaling", help="Also time claims with 10k/1M queued and 0/1M finished."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     dsn: Dsn = None,
 ) -> None:
@@ -170,6 +176,7 @@ def bench(
                 concurrency=concurrency,
                 latency_samples=latency_samples,
                 rounds=rounds,
+                claim_scaling=claim_scaling,
                 progress=None if json_out else err.print,
             )
     except PgJobsError as exc:

@@ -12,7 +12,7 @@ import re
 import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -212,3 +212,10 @@ class Database:
                 self._pool.close()
                 self._pool = None
         self._async_pools.clear()
+
+
+async def close_quietly(conn: psycopg.AsyncConnection[Any] | None) -> None:
+    """Close a connection that may already be broken."""
+    if conn is not None:
+        with suppress(Exception):
+            await conn.close()

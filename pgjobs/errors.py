@@ -33,7 +33,7 @@ class JobTimeout(PgJobsError):
     """A handler ran longer than its task's timeout."""
 
 
-class Retry(Exception):  # noqa: N818 - named for how handlers read: `raise Retry(...)`
+class Retry(Exception):
     """Raise inside a handler to run the job again after `delay` (counts as an attempt)."""
 
     def __init__(self, delay: timedelta | float | None = None, reason: str = "retry requested"):
@@ -45,7 +45,7 @@ class Retry(Exception):  # noqa: N818 - named for how handlers read: `raise Retr
         super().__init__(reason if seconds is None else f"{reason} (in {seconds:g}s)")
 
 
-class Discard(Exception):  # noqa: N818 - `raise Discard("reason")`
+class Discard(Exception):
     """Raise inside a handler to stop retrying: the job goes dead now with `reason`."""
 
     def __init__(self, reason: str = "discarded"):

@@ -2,7 +2,7 @@
 
     queued  -> running      a worker claims it (queued with run_at in the future = "scheduled")
     running -> succeeded    the handler returned
-    running -> queued       it failed with attempts left, its worker was lost, or shutdown handed it back
+    running -> queued       failed with attempts left, worker lost, or handed back at shutdown
     running -> dead         attempts exhausted, `Discard`, or no handler after all attempts
     queued  -> cancelled    an operator cancelled it
     dead | cancelled -> queued   an operator retried it

@@ -170,3 +170,50 @@ UNION ALL
 SELECT id, task, queue, args, kwargs, priority, state, attempt, max_attempts, run_at,
        enqueued_at, started_at, finished_at, worker_id, dedup_key, errors
 FROM {schema}.job_history WHERE id = %(id)s
+
+-- name: set_queue_paused
+INSERT INTO {schema}.queues (name, paused) VALUES (%(queue)s, %(paused)s)
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
+
+-- name: count_unfinished
+SELECT count(*) FROM {schema}.jobs
+
+-- name: count_history
+SELECT count(*) FROM {schema}.job_history
+
+-- name: count_workers
+SELECT count(*) FROM {schema}.workers
+
+-- name: bench_latency
+-- Enqueue-to-start latency (ms) of the given jobs, from the database's own timestamps.
+SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM started_at - enqueued_at) * 1000)
+FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[])
+
+-- name: bench_drain
+-- Span from the first start to the last finish of the given jobs, in seconds.
+SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
+FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[])
+
+-- name: bench_trim_queued
+DELETE FROM {schema}.jobs WHERE id IN (
+    SELECT id FROM {schema}.jobs ORDER BY id DESC LIMIT %(n)s)
+
+-- name: bench_vacuum
+VACUUM ANALYZE {schema}.jobs
+
+-- name: bench_fill_history
+-- Synthetic finished jobs, to measure claims with a large history.
+INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state, attempt,
+    max_attempts, run_at, enqueued_at, started_at, finished_at, worker_id, dedup_key, errors)
+SELECT -g, 'bench.filler', 'bench', '[]', '{{}}', 0, 'succeeded', 1, 1, now(), now(), now(),
+       now(), NULL, NULL, '[]'
+FROM generate_series(%(start)s, %(stop)s) g
+
+-- name: state_counts
+-- Jobs per queue and state; finished states counted over the last `window`.
+SELECT queue, state::text, count(*) FROM {schema}.jobs GROUP BY 1, 2
+UNION ALL
+SELECT queue, state::text, count(*) FROM {schema}.job_history
+WHERE finished_at > now() - %(window)s::interval GROUP BY 1, 2
+ORDER BY 1, 2

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs import db
 from pgjobs.errors import PgJobsError
 from pgjobs.queries import Queries
 from pgjobs.worker.outcome import Kind, Outcome
@@ -63,7 +64,7 @@ class Acker:
                     log.warning(
                         "acking %d job(s) failed, retrying in %.1fs: %s", len(batch), delay, exc
                     )
-                    await self._close()
+                    await self.close()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             if not self._pending:
@@ -105,12 +106,6 @@ class Acker:
                 params = {"ids": ids, "worker_id": worker_id, "channel": self._channel}
                 await cur.execute(q["release_jobs"], params)
 
-    async def _close(self) -> None:
-        if self._conn is not None:
-            try:
-                await self._conn.close()
-            finally:
-                self._conn = None
-
     async def close(self) -> None:
-        await self._close()
+        conn, self._conn = self._conn, None
+        await db.close_quietly(conn)

@@ -9,6 +9,7 @@ result discarded). The job is never handed to another worker while its thread st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -88,7 +89,7 @@ class Executor:
             return self._dead(job, "discard", f"discarded: {discard.reason}", discard)
         except JobTimeout as exc:
             return self._failed(job, max_attempts, task.retry, "timeout", str(exc), exc)
-        except BaseException as exc:  # noqa: BLE001 - a handler's failure, whatever it is
+        except BaseException as exc:
             return self._failed(
                 job, max_attempts, task.retry, "exception", describe_exception(exc), exc
             )
@@ -125,10 +126,8 @@ class Executor:
             job.task,
             task.timeout,
         )
-        try:
+        with contextlib.suppress(Exception):  # the timeout is what gets reported
             await future
-        except Exception:  # noqa: BLE001, S110 - the timeout is what gets reported
-            pass
         ran = self.clock.monotonic() - started
         raise JobTimeout(f"timed out: ran {ran:.1f}s, timeout is {task.timeout:g}s")
 

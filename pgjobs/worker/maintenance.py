@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from pgjobs import db
 from pgjobs.clock import Clock
 from pgjobs.errors import PgJobsError
 
@@ -48,9 +49,5 @@ class Service:
             await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await conn.close()
-            except Exception:  # noqa: BLE001, S110 - already broken
-                pass
+        conn, self._conn = self._conn, None
+        await db.close_quietly(conn)

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgjobs import db
 from pgjobs.errors import PgJobsError
 from pgjobs.queries import Queries
 
@@ -109,19 +110,16 @@ class Session:
 
     async def _listen(self) -> None:
         conn = self._conn
-        assert conn is not None and self.worker_id is not None
+        assert conn is not None
+        assert self.worker_id is not None
         while True:
             async for notify in conn.notifies(timeout=self.heartbeat_interval):
                 self._on_notify(notify.payload)
             await conn.execute(self.q["heartbeat"], {"id": self.worker_id})
 
     async def _discard(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await conn.close()
-            except Exception:  # noqa: BLE001, S110 - already broken
-                pass
+        conn, self._conn = self._conn, None
+        await db.close_quietly(conn)
 
     async def close(self, *, unregister: bool) -> None:
         """End the session; with `unregister`, drop the worker row and its lock first."""

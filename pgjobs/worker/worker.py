@@ -11,20 +11,19 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import tuple_row
 
 from pgjobs import db
 from pgjobs.clock import Clock
 from pgjobs.errors import PgJobsError
-from pgjobs.job import Job, job_from_row
+from pgjobs.job import Job
 from pgjobs.migrate import check_schema, current_version
 from pgjobs.worker.acker import Acker
+from pgjobs.worker.claimer import Claimer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
 from pgjobs.worker.outcome import Kind, Outcome
@@ -36,9 +35,6 @@ if TYPE_CHECKING:
     from pgjobs.app import App
 
 log = logging.getLogger("pgjobs.worker")
-
-# How often the list of claimable (existing, unpaused) queues is re-read.
-QUEUE_REFRESH = 1.0
 
 
 class Worker:
@@ -81,6 +77,7 @@ class Worker:
         threads = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="pgjobs-job")
         self.executor = Executor(self.app.tasks, threads, self.clock)
         self.acker = Acker(self.q, self._connect, self.channel)
+        self.claimer = Claimer(self.q, self._connect, self.clock, cfg.queues)
         self.session = Session(
             self.q,
             lambda: self._connect(keepalives=True),
@@ -129,7 +126,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            for service in (self.acker, rescuer, pruner):
+            for service in (self.claimer, self.acker, rescuer, pruner):
                 await service.close()
             await self.session.close(unregister=not self._sync_left_running)
             threads.shutdown(wait=False, cancel_futures=True)
@@ -189,15 +186,11 @@ class Worker:
 
     # ------------------------------------------------------------------ claiming
     def _on_notify(self, queue: str) -> None:
-        queues = self.config.queues
-        if queues is None or queue in queues:
+        if self.claimer.notified(queue):
             self._wakeup.set()
 
     async def _claim_loop(self) -> None:
         cfg = self.config
-        conn: psycopg.AsyncConnection[Any] | None = None
-        queues: list[str] = []
-        refreshed_at = float("-inf")
         delay = 0.1
         drained = False
         while True:
@@ -209,38 +202,19 @@ class Worker:
             await self.session.ready.wait()
             worker_id = self.session.worker_id
             assert worker_id is not None
+            self._wakeup.clear()
             try:
-                if conn is None or conn.closed:
-                    conn = await self._connect()
-                cur = conn.cursor(row_factory=tuple_row)
-                now = time.monotonic()
-                if now - refreshed_at >= QUEUE_REFRESH:
-                    await cur.execute(self.q["active_queues"], {"queues": cfg.queues})
-                    queues = [row[0] for row in await cur.fetchall()]
-                    refreshed_at = now
-                self._wakeup.clear()
-                rows: list[tuple[Any, ...]] = []
-                if queues:
-                    params = {
-                        "queues": queues,
-                        "limit": min(free, cfg.batch_size),
-                        "worker_id": worker_id,
-                    }
-                    await cur.execute(self.q["claim_jobs"], params)
-                    rows = await cur.fetchall()
+                jobs = await self.claimer.claim(worker_id, min(free, cfg.batch_size))
                 delay = 0.1
             except (psycopg.OperationalError, PgJobsError) as exc:
                 log.warning("claiming failed, retrying in %.1fs: %s", delay, exc)
-                if conn is not None:
-                    await conn.close()
-                conn = None
+                await self.claimer.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            for row in rows:
-                job = job_from_row(row, worker_id)
+            for job in jobs:
                 self._running[asyncio.create_task(self._run_job(job))] = job
-            if rows:
+            if jobs:
                 drained = False
                 continue
             if cfg.burst and not self._running:
@@ -255,7 +229,7 @@ class Worker:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), cfg.poll_interval)
             except TimeoutError:
-                refreshed_at = float("-inf")
+                self.claimer.mark_stale()
 
     async def _run_job(self, job: Job) -> None:
         try:
