@@ -10,7 +10,7 @@ from pgjobs import db, producer
 from pgjobs.backoff import Backoff
 from pgjobs.clock import Clock, SystemClock
 from pgjobs.errors import ConfigError
-from pgjobs.job import EnqueueOptions, bind_check, check_name, enqueue_params
+from pgjobs.job import EnqueueOptions, check_name, enqueue_params
 from pgjobs.migrate import apply_migrations
 from pgjobs.queries import check_schema_name
 from pgjobs.task import DEFAULT_MAX_ATTEMPTS, Task
@@ -103,7 +103,7 @@ class App:
             raise TypeError(f"task {name!r}: kwargs must be a dict, got {kwargs!r}")
         task = self.tasks.get(name)
         if task is not None:
-            bind_check(name, task.signature, args, kwargs)
+            task.check_arguments(args, kwargs)
         return enqueue_params(
             name,
             args,

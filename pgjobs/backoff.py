@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -16,6 +17,10 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
+        for name in ("initial", "factor", "max"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"Backoff {name} must be a finite number, got {value}")
         if self.initial < 0 or self.max < 0:
             raise ValueError(f"Backoff delays must not be negative: {self}")
         if self.factor < 1:

@@ -50,7 +50,7 @@ class FrozenClock:
         seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
         with self._lock:
             self._now += timedelta(seconds=seconds)
-            self._mono += seconds
+            self._mono += max(0.0, seconds)  # monotonic never goes back, as in set()
             return self._now
 
     def set(self, when: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 
@@ -40,6 +41,8 @@ class Retry(Exception):
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
         if seconds is not None and seconds < 0:
             raise ValueError(f"Retry delay must not be negative, got {seconds}s")
+        if seconds is not None and not math.isfinite(seconds):
+            raise ValueError(f"Retry delay must be a finite number of seconds, got {seconds}")
         self.delay = seconds
         self.reason = reason
         super().__init__(reason if seconds is None else f"{reason} (in {seconds:g}s)")

@@ -6,7 +6,6 @@ rows to `Job`. The sync and async I/O paths both go through these functions.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -128,12 +127,17 @@ def _reject_non_json(value: object) -> Any:
     raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_reject_non_json, allow_nan=False, separators=(",", ":"))
+# One encoder instance: json.dumps() with options builds a new encoder on every call.
+_dumps = json.JSONEncoder(
+    default=_reject_non_json, allow_nan=False, separators=(",", ":"), ensure_ascii=False
+).encode
 
 
 def encode_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
     """JSON-encode arguments; a TypeError names the task and the offending argument."""
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise TypeError(f"task {task!r}: keyword argument names must be strings, got {key!r}")
     try:
         return _dumps(list(args)), _dumps(dict(kwargs))
     except (TypeError, ValueError):
@@ -141,8 +145,6 @@ def encode_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) 
     for index, value in enumerate(args):
         _check_one(task, f"positional argument {index}", value)
     for key, value in kwargs.items():
-        if not isinstance(key, str):
-            raise TypeError(f"task {task!r}: keyword argument names must be strings, got {key!r}")
         _check_one(task, f"argument {key!r}", value)
     raise TypeError(f"task {task!r}: arguments are not JSON serializable")  # pragma: no cover
 
@@ -155,18 +157,6 @@ def _check_one(task: str, label: str, value: Any) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             reason = f"{value!r} is not valid JSON"
         raise TypeError(f"task {task!r}: {label} is not JSON serializable: {reason}") from None
-
-
-def bind_check(
-    task: str, signature: inspect.Signature | None, args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> None:
-    """Fail at enqueue time, not in the worker, when arguments do not fit the handler."""
-    if signature is None:
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"task {task!r}: {exc}") from None
 
 
 def enqueue_params(
@@ -204,7 +194,10 @@ def encode_many(task: str, items: Iterable[object]) -> list[str]:
                 f"task {task!r}: enqueue_many takes a list of keyword-argument dicts, got "
                 f"{type(item).__name__}"
             )
-        encoded.append(encode_arguments(task, (), item)[1])
+        try:
+            encoded.append(_dumps(item))
+        except (TypeError, ValueError):  # or a Mapping that is not a dict: the slow path
+            encoded.append(encode_arguments(task, (), item)[1])
     return encoded
 
 

@@ -11,7 +11,6 @@ from pgjobs import producer
 from pgjobs.backoff import Backoff
 from pgjobs.job import (
     EnqueueOptions,
-    bind_check,
     check_name,
     copy_rows,
     encode_many,
@@ -62,6 +61,7 @@ class Task(Generic[P, R]):
             self.signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins have none
             self.signature = None
+        self._fitting_shapes: set[tuple[int, frozenset[str]]] = set()
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
         self.__wrapped__ = fn
@@ -72,6 +72,24 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run the handler inline (no queue); handy in tests and scripts."""
         return self.fn(*args, **kwargs)
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError, naming the task, if the arguments do not fit the handler."""
+        for key in kwargs:
+            if not isinstance(key, str):
+                raise TypeError(f"task {self.name!r}: keyword argument names must be strings")
+        if self.signature is None:
+            return
+        # Binding depends only on how many positional arguments and which keywords.
+        shape = (len(args), frozenset(kwargs))
+        if shape in self._fitting_shapes:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r}: {exc}") from None
+        if len(self._fitting_shapes) < 1000:
+            self._fitting_shapes.add(shape)
 
     def options(
         self,
@@ -117,7 +135,7 @@ class TaskCall(Generic[P, R]):
 
     def _params(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         task = self.task
-        bind_check(task.name, task.signature, args, kwargs)
+        task.check_arguments(args, kwargs)
         return enqueue_params(
             task.name,
             args,
@@ -136,7 +154,7 @@ class TaskCall(Generic[P, R]):
             )
         encoded = encode_many(task.name, items)
         for item in items:
-            bind_check(task.name, task.signature, (), item)
+            task.check_arguments((), item)
 
         def build(ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
             return copy_rows(

@@ -49,6 +49,7 @@ class Claimer:
         """Claim up to `limit` eligible jobs for `worker_id` (raises on database errors)."""
         if self._conn is None or self._conn.closed:
             self._conn = await self._connect()
+            db.use_fast_json(self._conn)
         cur = self._conn.cursor(row_factory=tuple_row)
         now = self.clock.monotonic()
         if self._stale or now - self._refreshed_at >= QUEUE_REFRESH:

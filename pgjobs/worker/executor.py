@@ -14,7 +14,6 @@ import contextvars
 import functools
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pgjobs.backoff import Backoff
@@ -24,6 +23,7 @@ from pgjobs.errors import Discard, JobTimeout, Retry
 from pgjobs.job import Job
 from pgjobs.task import DEFAULT_MAX_ATTEMPTS, Task
 from pgjobs.worker.outcome import Kind, Outcome, describe_exception, error_record
+from pgjobs.worker.threads import ThreadRunner
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -34,7 +34,7 @@ class Executor:
     def __init__(
         self,
         tasks: dict[str, Task[Any, Any]],
-        threads: ThreadPoolExecutor,
+        threads: ThreadRunner,
         clock: Clock,
         rng: random.Random | None = None,
     ):
@@ -60,12 +60,10 @@ class Executor:
                 f"worker (registered: {known})"
             )
             return self._failed(job, max_attempts, UNKNOWN_TASK_BACKOFF, "unknown_task", message)
-        if task.signature is not None:
-            try:
-                task.signature.bind(*job.args, **job.kwargs)
-            except TypeError as exc:
-                message = f"arguments do not fit the handler: {exc}"
-                return self._dead(job, "bad_arguments", message)
+        try:
+            task.check_arguments(job.args, job.kwargs)
+        except TypeError as exc:
+            return self._dead(job, "bad_arguments", f"arguments do not fit the handler: {exc}")
 
         set_current(job)
         try:
@@ -109,8 +107,7 @@ class Executor:
 
     async def _run_sync(self, task: Task[Any, Any], job: Job) -> None:
         call = functools.partial(task.fn, *job.args, **job.kwargs)
-        context = contextvars.copy_context()
-        future = asyncio.get_running_loop().run_in_executor(self.threads, context.run, call)
+        future = self.threads.submit(functools.partial(contextvars.copy_context().run, call))
         if task.timeout is None:
             await future
             return

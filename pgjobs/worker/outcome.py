@@ -36,15 +36,20 @@ def error_record(
         "attempt": job.attempt,
         "at": now.isoformat(),
         "kind": kind,
-        "error": message,
+        "error": _jsonb_text(message),
         "worker_id": job.worker_id,
     }
     if exc is not None:
         text = "".join(traceback.format_exception(exc))
         if len(text) > MAX_TRACEBACK:
             text = "...(truncated)\n" + text[-MAX_TRACEBACK:]
-        record["traceback"] = text
+        record["traceback"] = _jsonb_text(text)
     return json.dumps(record, default=str)
+
+
+def _jsonb_text(text: str) -> str:
+    """jsonb rejects U+0000: write it as the visible escape `\\x00` instead."""
+    return text.replace("\x00", "\\x00")
 
 
 def describe_exception(exc: BaseException) -> str:

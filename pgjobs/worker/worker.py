@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -30,6 +29,7 @@ from pgjobs.worker.outcome import Kind, Outcome
 from pgjobs.worker.pruner import Pruner
 from pgjobs.worker.rescuer import Rescuer
 from pgjobs.worker.session import Session
+from pgjobs.worker.threads import ThreadRunner
 
 if TYPE_CHECKING:
     from pgjobs.app import App
@@ -74,7 +74,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stop = asyncio.Event()
         self._sync_left_running = False
-        threads = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="pgjobs-job")
+        threads = ThreadRunner(cfg.concurrency)
         self.executor = Executor(self.app.tasks, threads, self.clock)
         self.acker = Acker(self.q, self._connect, self.channel)
         self.claimer = Claimer(self.q, self._connect, self.clock, cfg.queues)
@@ -129,7 +129,7 @@ class Worker:
             for service in (self.claimer, self.acker, rescuer, pruner):
                 await service.close()
             await self.session.close(unregister=not self._sync_left_running)
-            threads.shutdown(wait=False, cancel_futures=True)
+            threads.shutdown()
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self._loop.remove_signal_handler(sig)

@@ -43,8 +43,9 @@ ALTER SEQUENCE job_id_seq OWNED BY jobs.id;
 -- Matches the claim predicate and order exactly, so a claim reads only the rows it takes.
 CREATE INDEX jobs_claim_idx ON jobs (queue, priority DESC, run_at, id) WHERE state = 'queued';
 CREATE INDEX jobs_running_idx ON jobs (worker_id) WHERE state = 'running';
--- At most one unfinished job per dedup key (finished jobs have left this table).
-CREATE UNIQUE INDEX jobs_dedup_key_idx ON jobs (dedup_key);
+-- At most one unfinished job per dedup key (finished jobs have left this table); rows
+-- without a key stay out of the index.
+CREATE UNIQUE INDEX jobs_dedup_key_idx ON jobs (dedup_key) WHERE dedup_key IS NOT NULL;
 
 CREATE TABLE job_history (
     id            bigint PRIMARY KEY,
@@ -118,7 +119,7 @@ BEGIN
         VALUES (enqueue.task, coalesce(enqueue.args, '[]'), coalesce(enqueue.kwargs, '{}'),
                 coalesce(enqueue.queue, 'default'), coalesce(enqueue.priority, 0),
                 coalesce(enqueue.run_at, now()), enqueue.dedup_key, enqueue.max_attempts)
-        ON CONFLICT (dedup_key) DO NOTHING
+        ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
         RETURNING id INTO job_id;
         IF job_id IS NOT NULL THEN
             RETURN job_id;
