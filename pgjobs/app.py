@@ -70,7 +70,7 @@ class App:
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(func):
                 raise TypeError(f"@app.task decorates a function, got {func!r}")
-            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            task_name = f"{func.__module__}.{func.__qualname__}" if name is None else name
             if task_name in self.tasks and self.tasks[task_name].fn is not func:
                 raise ConfigError(f"task name {task_name!r} is registered twice")
             task: Task[Any, Any] = Task(

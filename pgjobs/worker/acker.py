@@ -67,8 +67,29 @@ class Acker:
                     await self.close()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+                except psycopg.Error as exc:  # the data, not the connection: isolate the culprit
+                    log.error("acking %d job(s) failed, acking one by one: %s", len(batch), exc)
+                    await self._write_one_by_one(batch)
+                    batch = []
             if not self._pending:
                 self._idle.set()
+
+    async def _write_one_by_one(self, batch: list[Outcome]) -> None:
+        for outcome in batch:
+            try:
+                assert self._conn is not None
+                await self._write(self._conn, [outcome])
+                self.written += 1
+            except psycopg.OperationalError:
+                self.submit(outcome)  # connection trouble after all: back to the retry path
+            except psycopg.Error as exc:
+                log.error(
+                    "cannot record the outcome of job %s (%s); it stays running until this "
+                    "worker exits, then it is rescued: %s",
+                    outcome.job.id,
+                    outcome.kind.value,
+                    exc,
+                )
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], batch: list[Outcome]) -> None:
         succeeded: dict[int, list[int]] = defaultdict(list)

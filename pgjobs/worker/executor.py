@@ -28,6 +28,7 @@ from pgjobs.worker.threads import ThreadRunner
 log = logging.getLogger("pgjobs.worker")
 
 UNKNOWN_TASK_BACKOFF = Backoff(initial=5, factor=2, max=300)
+MAX_RETRY_DELAY = 10 * 365 * 86400.0  # keeps now() + delay a valid timestamp
 
 
 class Executor:
@@ -82,7 +83,7 @@ class Executor:
                 retry.delay if retry.delay is not None else task.retry.delay(job.attempt, self.rng)
             )
             record = error_record(job, "retry", str(retry), self.clock.now())
-            return Outcome(job, Kind.RETRY, delay, record)
+            return Outcome(job, Kind.RETRY, min(delay, MAX_RETRY_DELAY), record)
         except Discard as discard:
             return self._dead(job, "discard", f"discarded: {discard.reason}", discard)
         except JobTimeout as exc:
@@ -99,10 +100,13 @@ class Executor:
         if task.timeout is None:
             await task.fn(*job.args, **job.kwargs)
             return
+        deadline = asyncio.timeout(task.timeout)
         try:
-            async with asyncio.timeout(task.timeout):
+            async with deadline:
                 await task.fn(*job.args, **job.kwargs)
         except TimeoutError as exc:
+            if not deadline.expired():  # the handler's own TimeoutError, not ours
+                raise
             raise JobTimeout(f"timed out after {task.timeout:g}s (cancelled)") from exc
 
     async def _run_sync(self, task: Task[Any, Any], job: Job) -> None:
@@ -140,7 +144,8 @@ class Executor:
         record = error_record(job, kind, message, self.clock.now(), exc)
         if job.attempt >= max_attempts:
             return Outcome(job, Kind.DEAD, 0.0, record)
-        return Outcome(job, Kind.RETRY, backoff.delay(job.attempt, self.rng), record)
+        delay = min(backoff.delay(job.attempt, self.rng), MAX_RETRY_DELAY)
+        return Outcome(job, Kind.RETRY, delay, record)
 
     def _dead(self, job: Job, kind: str, message: str, exc: BaseException | None = None) -> Outcome:
         return Outcome(job, Kind.DEAD, 0.0, error_record(job, kind, message, self.clock.now(), exc))

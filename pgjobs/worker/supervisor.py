@@ -42,6 +42,7 @@ class Supervisor:
     log_level: int = logging.INFO
 
     def run(self) -> int:
+        self._preflight()
         ctx = multiprocessing.get_context("spawn")
         children: dict[int, BaseProcess] = {}
         signals = 0
@@ -86,3 +87,14 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _preflight(self) -> None:
+        """Raise, once and here, what would make every child fail at start (a missing or
+        outdated schema, an unreachable server), instead of restarting them forever."""
+        import asyncio
+
+        from pgjobs.loader import load_app
+        from pgjobs.worker.worker import Worker
+
+        worker = Worker(load_app(self.app_path), self.config)
+        asyncio.run(worker._check_schema(worker.database.dsn))

@@ -49,7 +49,12 @@ class Worker:
         self.channel = db.notify_channel(app.schema)
         self.lock_namespace = db.lock_namespace(app.schema, "worker")
         self._running: dict[asyncio.Task[None], Job] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stop = asyncio.Event()
         self._stopping = False
+        self._sync_left_running = False
         self._signals = 0
         self.exit_code = 0
         self.processed = 0
@@ -69,11 +74,7 @@ class Worker:
         dsn = self.database.dsn
         await self._check_schema(dsn)
         cfg = self.config
-        self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
-        self._slot_freed = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._sync_left_running = False
+        self._loop = loop = asyncio.get_running_loop()
         threads = ThreadRunner(cfg.concurrency)
         self.executor = Executor(self.app.tasks, threads, self.clock)
         self.acker = Acker(self.q, self._connect, self.channel)
@@ -107,7 +108,7 @@ class Worker:
         )
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(sig, self._on_signal, sig)
+                loop.add_signal_handler(sig, self._on_signal, sig)
         background = [
             self._spawn(self.session.run(), "session"),
             self._spawn(self.acker.run(), "acker"),
@@ -132,7 +133,7 @@ class Worker:
             threads.shutdown()
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
-                    self._loop.remove_signal_handler(sig)
+                    loop.remove_signal_handler(sig)
         log.info("worker stopped after %d job(s)", self.processed)
 
     async def _check_schema(self, dsn: str) -> None:
@@ -160,9 +161,16 @@ class Worker:
             self.stop()
 
     def stop(self) -> None:
-        """Ask the worker to shut down gracefully (what SIGTERM does)."""
-        if not self._stop.is_set():
+        """Ask the worker to shut down gracefully (what SIGTERM does); callable from any thread."""
+        loop = self._loop
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if loop is None or in_loop or loop.is_closed():
             self._stop.set()
+        else:
+            loop.call_soon_threadsafe(self._stop.set)
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
