@@ -7,6 +7,7 @@ and the maintenance services (rescuer, pruner). Sync handlers run in a thread po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -71,8 +72,7 @@ class Worker:
             os._exit(self.exit_code)
 
     async def run_async(self, *, install_signal_handlers: bool = False) -> None:
-        dsn = self.database.dsn
-        await self._check_schema(dsn)
+        await self.check_schema()
         cfg = self.config
         self._loop = loop = asyncio.get_running_loop()
         threads = ThreadRunner(cfg.concurrency)
@@ -90,7 +90,7 @@ class Worker:
             on_notify=self._on_notify,
             on_connect=self._wakeup.set,
         )
-        rescuer = Rescuer(
+        self.rescuer = rescuer = Rescuer(
             self.q,
             self._connect,
             self.clock,
@@ -136,7 +136,10 @@ class Worker:
                     loop.remove_signal_handler(sig)
         log.info("worker stopped after %d job(s)", self.processed)
 
-    async def _check_schema(self, dsn: str) -> None:
+    async def check_schema(self) -> None:
+        """Raise SchemaError/DatabaseError unless the server and schema are usable."""
+        dsn = self.database.dsn
+
         def read_version() -> int:
             with db.connect(dsn) as conn, self.database.errors():
                 db.check_server_version(
@@ -226,12 +229,14 @@ class Worker:
                 drained = False
                 continue
             if cfg.burst and not self._running:
-                # Exit only after a claim that followed a full flush of outcomes came back
-                # empty: a retry written by that flush may have made a job eligible again.
+                # Exit only after a claim that followed a full flush of outcomes and a rescue
+                # pass came back empty: either may have made a job eligible again.
                 if drained:
                     self.stop()
                     return
                 await self.acker.flushed()
+                with contextlib.suppress(psycopg.Error, PgJobsError):
+                    await self.rescuer.run_once(self.clock.now())
                 drained = True
                 continue
             try:
