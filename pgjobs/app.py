@@ -179,3 +179,7 @@ class App:
     def close(self) -> None:
         """Close the app's connection pools."""
         self.database.close()
+
+    async def aclose(self) -> None:
+        """Close the app's pools from async code (closes the running loop's pool cleanly)."""
+        await self.database.aclose()

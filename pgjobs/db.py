@@ -161,7 +161,7 @@ class Database:
         self.queries = queries_for(schema)
         self.pool_size = pool_size
         self._pool: ConnectionPool | None = None
-        self._async_pools: dict[int, AsyncConnectionPool] = {}
+        self._async_pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
         self._lock = threading.Lock()
 
     @property
@@ -177,8 +177,10 @@ class Database:
     def pool(self) -> ConnectionPool:
         with self._lock:
             if self._pool is None:
+                dsn = self.dsn
+                connect(dsn).close()  # a clear error now, not a pool timeout in 10 s
                 pool = ConnectionPool(
-                    conninfo(self.dsn),
+                    conninfo(dsn),
                     min_size=1,
                     max_size=self.pool_size,
                     kwargs={"autocommit": True},
@@ -191,12 +193,16 @@ class Database:
             return self._pool
 
     async def async_pool(self) -> AsyncConnectionPool:
-        # A pool belongs to the event loop that opened it.
-        key = id(asyncio.get_running_loop())
-        pool = self._async_pools.get(key)
+        """The pool of the running event loop (a pool cannot outlive or change its loop)."""
+        loop = asyncio.get_running_loop()
+        for other in [key for key in self._async_pools if key is not loop and key.is_closed()]:
+            _abandon(self._async_pools.pop(other))
+        pool = self._async_pools.get(loop)
         if pool is None:
+            dsn = self.dsn
+            await (await connect_async(dsn)).close()  # a clear error now, not a pool timeout
             pool = AsyncConnectionPool(
-                conninfo(self.dsn),
+                conninfo(dsn),
                 min_size=1,
                 max_size=self.pool_size,
                 kwargs={"autocommit": True},
@@ -205,15 +211,32 @@ class Database:
             )
             with self.errors():
                 await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-            self._async_pools[key] = pool
+            self._async_pools[loop] = pool
         return pool
 
     def close(self) -> None:
+        """Close the sync pool and drop every async pool (see `aclose` for async code)."""
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-        self._async_pools.clear()
+        while self._async_pools:
+            _abandon(self._async_pools.popitem()[1])
+
+    async def aclose(self) -> None:
+        """Close the running loop's async pool properly, then everything else."""
+        pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+        self.close()
+
+
+def _abandon(pool: AsyncConnectionPool) -> None:
+    """Release a pool whose event loop is gone: its connections can only be shut at the
+    libpq level, since nothing can await their close any more."""
+    with suppress(Exception):
+        for conn in list(getattr(pool, "_pool", ())):
+            conn.pgconn.finish()
 
 
 async def close_quietly(conn: psycopg.AsyncConnection[Any] | None) -> None:
