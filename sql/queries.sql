@@ -216,3 +216,14 @@ UNION ALL
 SELECT queue, state::text, count(*) FROM {schema}.job_history
 WHERE finished_at > now() - %(window)s::interval GROUP BY 1, 2
 ORDER BY 1, 2
+
+-- name: release_unknown_jobs
+-- Jobs claimed for this live worker that it does not hold: a claim whose reply was lost.
+-- They never started, so the attempt is given back.
+WITH released AS (
+    UPDATE {schema}.jobs
+    SET state = 'queued', worker_id = NULL, started_at = NULL, attempt = attempt - 1
+    WHERE worker_id = %(worker_id)s AND state = 'running' AND NOT (id = ANY(%(known)s::bigint[]))
+    RETURNING id, queue
+)
+SELECT r.id, pg_notify(%(channel)s, r.queue) FROM released r

@@ -36,8 +36,10 @@ class Acker:
         self._idle.set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.written = 0
+        self.unacked: set[int] = set()  # ids whose outcome is not written yet
 
     def submit(self, outcome: Outcome) -> None:
+        self.unacked.add(outcome.job.id)
         self._pending.append(outcome)
         self._idle.clear()
         self._wake.set()
@@ -58,6 +60,7 @@ class Acker:
                         self._conn = await self._connect()
                     await self._write(self._conn, batch)
                     self.written += len(batch)
+                    self.unacked.difference_update(outcome.job.id for outcome in batch)
                     batch = []
                     delay = 0.1
                 except (psycopg.OperationalError, PgJobsError) as exc:
@@ -80,9 +83,10 @@ class Acker:
                 assert self._conn is not None
                 await self._write(self._conn, [outcome])
                 self.written += 1
+                self.unacked.discard(outcome.job.id)
             except psycopg.OperationalError:
                 self.submit(outcome)  # connection trouble after all: back to the retry path
-            except psycopg.Error as exc:
+            except psycopg.Error as exc:  # stays in `unacked`: the job is left to rescue
                 log.error(
                     "cannot record the outcome of job %s (%s); it stays running until this "
                     "worker exits, then it is rescued: %s",

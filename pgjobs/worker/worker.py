@@ -23,6 +23,7 @@ from pgjobs.errors import PgJobsError
 from pgjobs.job import Job
 from pgjobs.migrate import check_schema, current_version
 from pgjobs.worker.acker import Acker
+from pgjobs.worker.auditor import Auditor
 from pgjobs.worker.claimer import Claimer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
@@ -81,7 +82,7 @@ class Worker:
         self.claimer = Claimer(self.q, self._connect, self.clock, cfg.queues)
         self.session = Session(
             self.q,
-            lambda: self._connect(keepalives=True),
+            self._connect,
             lock_namespace=self.lock_namespace,
             channel=self.channel,
             queues=cfg.queues,
@@ -97,6 +98,17 @@ class Worker:
             lock_namespace=self.lock_namespace,
             channel=self.channel,
             interval=cfg.rescue_interval,
+        )
+        self._claim_lock = asyncio.Lock()
+        auditor = Auditor(
+            self.q,
+            self._connect,
+            self.clock,
+            claim_lock=self._claim_lock,
+            worker_id=lambda: self.session.worker_id,
+            known=self._held_job_ids,
+            channel=self.channel,
+            interval=cfg.heartbeat_interval,
         )
         pruner = Pruner(
             self.q,
@@ -114,6 +126,7 @@ class Worker:
             self._spawn(self.acker.run(), "acker"),
             self._spawn(rescuer.loop(), "rescuer"),
             self._spawn(pruner.loop(), "pruner"),
+            self._spawn(auditor.loop(), "auditor"),
         ]
         claimer = self._spawn(self._claim_loop(), "claimer")
         try:
@@ -124,10 +137,12 @@ class Worker:
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain()
             await self._flush_acks()
+            with contextlib.suppress(psycopg.Error, PgJobsError):  # a claim cut short above
+                await auditor.run_once(self.clock.now())
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            for service in (self.claimer, self.acker, rescuer, pruner):
+            for service in (self.claimer, self.acker, rescuer, pruner, auditor):
                 await service.close()
             await self.session.close(unregister=not self._sync_left_running)
             threads.shutdown()
@@ -192,8 +207,10 @@ class Worker:
         sys.stderr.flush()
         os._exit(1)
 
-    async def _connect(self, *, keepalives: bool = False) -> psycopg.AsyncConnection[Any]:
-        return await db.connect_async(self.database.dsn, keepalives=keepalives)
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        # Keepalives on every worker connection: a silent network drop must not hang a
+        # claim or an ack for the kernel's default of minutes.
+        return await db.connect_async(self.database.dsn, keepalives=True)
 
     # ------------------------------------------------------------------ claiming
     def _on_notify(self, queue: str) -> None:
@@ -215,7 +232,10 @@ class Worker:
             assert worker_id is not None
             self._wakeup.clear()
             try:
-                jobs = await self.claimer.claim(worker_id, min(free, cfg.batch_size))
+                async with self._claim_lock:  # the auditor must not see a claim half done
+                    jobs = await self.claimer.claim(worker_id, min(free, cfg.batch_size))
+                    for job in jobs:
+                        self._running[asyncio.create_task(self._run_job(job))] = job
                 delay = 0.1
             except (psycopg.OperationalError, PgJobsError) as exc:
                 log.warning("claiming failed, retrying in %.1fs: %s", delay, exc)
@@ -223,8 +243,6 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            for job in jobs:
-                self._running[asyncio.create_task(self._run_job(job))] = job
             if jobs:
                 drained = False
                 continue
@@ -243,6 +261,10 @@ class Worker:
                 await asyncio.wait_for(self._wakeup.wait(), cfg.poll_interval)
             except TimeoutError:
                 self.claimer.mark_stale()
+
+    def _held_job_ids(self) -> set[int]:
+        """Jobs this process runs or has yet to ack."""
+        return {job.id for job in self._running.values()} | self.acker.unacked
 
     async def _run_job(self, job: Job) -> None:
         try:

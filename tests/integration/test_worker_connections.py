@@ -1,0 +1,336 @@
+"""The worker's connections are terminated under it (pg_terminate_backend): it recovers.
+
+Delivery is at-least-once: a job may run more than once, but every job ends succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgjobs
+from pgjobs import db as pgdb
+from pgjobs.worker import Worker, WorkerConfig
+
+WAIT = 10.0
+NAMESPACE = pgdb.lock_namespace("pgjobs", "worker")
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, limit: float = WAIT) -> None:
+    """Poll `check` until true; fail the test after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {limit}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def _sync_check(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def wrapped() -> bool:
+        return check()
+
+    return wrapped
+
+
+@asynccontextmanager
+async def _worker(app: pgjobs.App, config: WorkerConfig) -> AsyncIterator[Worker]:
+    worker = Worker(app, config)
+    runner = asyncio.create_task(worker.run_async())
+
+    async def registered() -> bool:
+        if runner.done():
+            await runner
+            raise AssertionError("worker exited during startup")
+        session = getattr(worker, "session", None)
+        return session is not None and session.ready.is_set()
+
+    try:
+        await _until(registered, "the worker to register")
+        yield worker
+    finally:
+        if hasattr(worker, "session"):
+            worker.stop()
+            await asyncio.wait_for(runner, 30)
+        else:  # stop() is not usable before run_async has set the worker up
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+    assert worker.exit_code == 0
+
+
+async def _rows(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> list[Any]:
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+async def _session_pid(conn: psycopg.AsyncConnection[Any], worker_id: int) -> int | None:
+    """The backend holding the worker's liveness lock: its session connection."""
+    rows = await _rows(
+        conn,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        " AND classid = %s::oid AND objid = %s::oid"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        NAMESPACE,
+        worker_id,
+    )
+    return rows[0][0] if rows else None
+
+
+async def _other_worker_pids(conn: psycopg.AsyncConnection[Any], session_pid: int) -> list[int]:
+    """The worker's claim, ack and maintenance connections (not its session, not ours)."""
+    rows = await _rows(
+        conn,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'pgjobs' AND pid <> pg_backend_pid() AND pid <> %s",
+        session_pid,
+    )
+    return [row[0] for row in rows]
+
+
+async def _terminate(conn: psycopg.AsyncConnection[Any], pids: list[int]) -> int:
+    rows = await _rows(
+        conn,
+        "SELECT count(*) FILTER (WHERE t) FROM unnest(%s::int[]) p, pg_terminate_backend(p) t",
+        pids,
+    )
+    return int(rows[0][0])
+
+
+@pytest.mark.timeout(60)
+def test_session_loss_reregisters_relistens_and_still_wakes_on_notify(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    ran: list[int] = []
+    ids: dict[str, int] = {}
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        @app.task(name="conn.wake")
+        async def wake(n: int) -> None:
+            ran.append(n)
+            done.set()
+
+        # poll_interval=30: within the 10 s waits below only a NOTIFY can wake the worker.
+        config = WorkerConfig(poll_interval=30, heartbeat_interval=30, rescue_interval=0.1)
+        async with (
+            _worker(app, config) as worker,
+            await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
+        ):
+            first = worker.session.worker_id
+            assert first is not None
+            await asyncio.sleep(0.2)
+            await mon.execute("SELECT pgjobs.enqueue(task => 'conn.wake', args => '[1]')")
+            await asyncio.wait_for(done.wait(), WAIT)
+            done.clear()
+
+            pid = await _session_pid(mon, first)
+            assert pid is not None
+            listening = await _rows(
+                mon,
+                "SELECT pid, query FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%%'",
+            )
+            assert listening == [(pid, 'LISTEN "pgjobs.jobs"')]
+            assert await _rows(mon, "SELECT id FROM pgjobs.workers") == [(first,)]
+
+            assert await _terminate(mon, [pid]) == 1
+
+            def reregistered() -> bool:
+                session = worker.session
+                return session.ready.is_set() and session.worker_id not in (None, first)
+
+            await _until(_sync_check(reregistered), "a new worker session")
+            second = worker.session.worker_id
+            assert second is not None
+            new_pid = await _session_pid(mon, second)
+            assert new_pid is not None
+            assert new_pid != pid
+            assert await _session_pid(mon, first) is None
+            query = await _rows(mon, "SELECT query FROM pg_stat_activity WHERE pid = %s", new_pid)
+            assert query == [('LISTEN "pgjobs.jobs"',)]
+
+            async def only_new_row() -> bool:
+                return await _rows(mon, "SELECT id FROM pgjobs.workers") == [(second,)]
+
+            # The old row goes with the rescuer's next pass (its lock is gone).
+            await _until(only_new_row, "the lost worker's row to be removed")
+
+            await asyncio.sleep(1.5)  # let the claim loop go idle again
+            await mon.execute("SELECT pgjobs.enqueue(task => 'conn.wake', args => '[2]')")
+            await asyncio.wait_for(done.wait(), WAIT)
+            ids.update(first=first, second=second)
+
+    asyncio.run(main())
+    assert ran == [1, 2]
+    rows = db.execute("SELECT worker_id, state FROM pgjobs.job_history ORDER BY id").fetchall()
+    assert rows == [(ids["first"], "succeeded"), (ids["second"], "succeeded")]
+    assert db.execute("SELECT count(*) FROM pgjobs.workers").fetchone() == (0,)
+
+
+@pytest.mark.timeout(60)
+def test_job_running_when_session_is_lost_is_rescued_and_rerun(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    """The first run's worker id is gone with the session: the job is rescued and run
+    again (attempt 2) under the new id; the first run's late ack changes nothing."""
+    runs: list[tuple[int, int]] = []
+
+    async def main() -> tuple[int, int]:
+        started = asyncio.Event()
+        release = asyncio.Event()
+        first_finished = asyncio.Event()
+
+        @app.task(name="conn.rerun")
+        async def rerun() -> None:
+            job = pgjobs.current_job()
+            runs.append((job.attempt, job.worker_id))
+            if job.attempt == 1:
+                started.set()
+                await release.wait()
+                first_finished.set()
+
+        config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1)
+        async with (
+            _worker(app, config) as worker,
+            await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
+        ):
+            job_id = await rerun.enqueue_async()
+            await asyncio.wait_for(started.wait(), WAIT)
+            first = worker.session.worker_id
+            assert first is not None
+            pid = await _session_pid(mon, first)
+            assert pid is not None
+            await _terminate(mon, [pid])
+
+            async def rerun_finished() -> bool:
+                rows = await _rows(
+                    mon, "SELECT state FROM pgjobs.job_history WHERE id = %s", job_id
+                )
+                return rows == [("succeeded",)]
+
+            await _until(rerun_finished, "the rescued job to run again and succeed")
+            release.set()
+            await asyncio.wait_for(first_finished.wait(), WAIT)
+            await asyncio.wait_for(worker.acker.flushed(), WAIT)  # the stale ack, written
+        return job_id, first
+
+    job_id, first = asyncio.run(main())
+    assert [attempt for attempt, _ in runs] == [1, 2]
+    assert runs[0][1] == first
+    assert runs[1][1] != first
+    state, attempt, worker_id, errors = db.execute(
+        "SELECT state, attempt, worker_id, errors FROM pgjobs.job_history WHERE id = %s",
+        (job_id,),
+    ).fetchone()  # type: ignore[misc]
+    assert (state, attempt, worker_id) == ("succeeded", 2, runs[1][1])
+    assert [(e["kind"], e["attempt"]) for e in errors] == [("worker_lost", 1)]
+    assert f"worker {first} was lost" in errors[0]["error"]
+    assert db.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)
+
+
+async def _flow_with_kills(
+    app: pgjobs.App, count: int, kill_session_every: int | None
+) -> tuple[list[int], int]:
+    """Run `count` jobs while terminating the worker's connections every 50 ms."""
+    runs: list[int] = []
+
+    @app.task(name="conn.flow", max_attempts=50)
+    async def flow(n: int) -> None:
+        runs.append(n)
+        await asyncio.sleep(0.01)
+
+    config = WorkerConfig(concurrency=4, poll_interval=0.1, rescue_interval=0.1)
+    kills = 0
+    async with (
+        await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
+        _worker(app, config) as worker,
+    ):
+        await mon.execute(
+            "SELECT pgjobs.enqueue(task => 'conn.flow', args => jsonb_build_array(g))"
+            " FROM generate_series(1, %s) g",
+            (count,),
+        )
+        deadline = time.monotonic() + 40
+        rounds = 0
+        while True:
+            left = await _rows(mon, "SELECT count(*) FROM pgjobs.jobs")
+            if left == [(0,)]:
+                break
+            assert time.monotonic() < deadline, f"jobs left: {left}"
+            worker_id = worker.session.worker_id
+            session_pid = await _session_pid(mon, worker_id) if worker_id is not None else None
+            if session_pid is not None and len(runs) < count:
+                rounds += 1
+                pids = await _other_worker_pids(mon, session_pid)
+                if kill_session_every and rounds % kill_session_every == 0:
+                    pids.append(session_pid)
+                kills += await _terminate(mon, pids)
+            await asyncio.sleep(0.05)
+    return runs, kills
+
+
+@pytest.mark.timeout(90)
+def test_claim_and_ack_connections_killed_while_jobs_flow(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    count = 300
+    runs, kills = asyncio.run(_flow_with_kills(app, count, kill_session_every=None))
+
+    assert kills >= 3  # the test did disturb the worker
+    assert len(runs) >= count
+    assert set(runs) == set(range(1, count + 1))
+    states = db.execute("SELECT state, count(*) FROM pgjobs.job_history GROUP BY state").fetchall()
+    assert states == [("succeeded", count)]
+
+
+@pytest.mark.timeout(90)
+def test_all_connections_killed_repeatedly_every_job_still_succeeds(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    count = 200
+    runs, kills = asyncio.run(_flow_with_kills(app, count, kill_session_every=5))
+
+    assert kills >= 3
+    assert len(runs) >= count
+    assert set(runs) == set(range(1, count + 1))
+    states = db.execute("SELECT state, count(*) FROM pgjobs.job_history GROUP BY state").fetchall()
+    assert states == [("succeeded", count)]
+    args = db.execute(
+        "SELECT count(DISTINCT args) FROM pgjobs.job_history WHERE state = 'succeeded'"
+    ).fetchone()
+    assert args == (count,)
+
+
+@pytest.mark.timeout(60)
+def test_job_claimed_under_a_live_worker_but_unknown_to_it_is_recovered(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    ran: list[int] = []
+
+    async def main() -> None:
+        @app.task(name="conn.lost_claim")
+        async def lost_claim(n: int) -> None:
+            ran.append(n)
+
+        config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1, heartbeat_interval=0.5)
+        async with (
+            _worker(app, config) as worker,
+            await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
+        ):
+            # What the database holds after a lost claim reply: the row was claimed for
+            # this (live) worker, which never received it and so never runs or acks it.
+            await mon.execute(
+                "INSERT INTO pgjobs.jobs (task, args, state, attempt, started_at, worker_id)"
+                " VALUES ('conn.lost_claim', '[1]', 'running', 1, now(), %s)",
+                (worker.session.worker_id,),
+            )
+            await _until(_sync_check(lambda: ran == [1]), "the job to run", limit=5)
+
+    asyncio.run(main())
+    assert db.execute("SELECT state FROM pgjobs.job_history").fetchall() == [("succeeded",)]
