@@ -7,60 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 import pytest
+from worker_harness import WAIT, running_worker, sync_check, until
 
 import pgjobs
 from pgjobs import db as pgdb
-from pgjobs.worker import Worker, WorkerConfig
+from pgjobs.worker import WorkerConfig
 
-WAIT = 10.0
 NAMESPACE = pgdb.lock_namespace("pgjobs", "worker")
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, limit: float = WAIT) -> None:
-    """Poll `check` until true; fail the test after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {limit}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def _sync_check(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def wrapped() -> bool:
-        return check()
-
-    return wrapped
-
-
-@asynccontextmanager
-async def _worker(app: pgjobs.App, config: WorkerConfig) -> AsyncIterator[Worker]:
-    worker = Worker(app, config)
-    runner = asyncio.create_task(worker.run_async())
-
-    async def registered() -> bool:
-        if runner.done():
-            await runner
-            raise AssertionError("worker exited during startup")
-        session = getattr(worker, "session", None)
-        return session is not None and session.ready.is_set()
-
-    try:
-        await _until(registered, "the worker to register")
-        yield worker
-    finally:
-        if hasattr(worker, "session"):
-            worker.stop()
-            await asyncio.wait_for(runner, 30)
-        else:  # stop() is not usable before run_async has set the worker up
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
-    assert worker.exit_code == 0
 
 
 async def _rows(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> list[Any]:
@@ -119,7 +76,7 @@ def test_session_loss_reregisters_relistens_and_still_wakes_on_notify(
         # poll_interval=30: within the 10 s waits below only a NOTIFY can wake the worker.
         config = WorkerConfig(poll_interval=30, heartbeat_interval=30, rescue_interval=0.1)
         async with (
-            _worker(app, config) as worker,
+            running_worker(app, config) as worker,
             await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
         ):
             first = worker.session.worker_id
@@ -145,7 +102,7 @@ def test_session_loss_reregisters_relistens_and_still_wakes_on_notify(
                 session = worker.session
                 return session.ready.is_set() and session.worker_id not in (None, first)
 
-            await _until(_sync_check(reregistered), "a new worker session")
+            await until(sync_check(reregistered), "a new worker session")
             second = worker.session.worker_id
             assert second is not None
             new_pid = await _session_pid(mon, second)
@@ -159,7 +116,7 @@ def test_session_loss_reregisters_relistens_and_still_wakes_on_notify(
                 return await _rows(mon, "SELECT id FROM pgjobs.workers") == [(second,)]
 
             # The old row goes with the rescuer's next pass (its lock is gone).
-            await _until(only_new_row, "the lost worker's row to be removed")
+            await until(only_new_row, "the lost worker's row to be removed")
 
             await asyncio.sleep(1.5)  # let the claim loop go idle again
             await mon.execute("SELECT pgjobs.enqueue(task => 'conn.wake', args => '[2]')")
@@ -197,7 +154,7 @@ def test_job_running_when_session_is_lost_is_rescued_and_rerun(
 
         config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1)
         async with (
-            _worker(app, config) as worker,
+            running_worker(app, config) as worker,
             await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
         ):
             job_id = await rerun.enqueue_async()
@@ -214,7 +171,7 @@ def test_job_running_when_session_is_lost_is_rescued_and_rerun(
                 )
                 return rows == [("succeeded",)]
 
-            await _until(rerun_finished, "the rescued job to run again and succeed")
+            await until(rerun_finished, "the rescued job to run again and succeed")
             release.set()
             await asyncio.wait_for(first_finished.wait(), WAIT)
             await asyncio.wait_for(worker.acker.flushed(), WAIT)  # the stale ack, written
@@ -249,7 +206,7 @@ async def _flow_with_kills(
     kills = 0
     async with (
         await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
-        _worker(app, config) as worker,
+        running_worker(app, config) as worker,
     ):
         await mon.execute(
             "SELECT pgjobs.enqueue(task => 'conn.flow', args => jsonb_build_array(g))"
@@ -320,7 +277,7 @@ def test_job_claimed_under_a_live_worker_but_unknown_to_it_is_recovered(
 
         config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1, heartbeat_interval=0.5)
         async with (
-            _worker(app, config) as worker,
+            running_worker(app, config) as worker,
             await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
         ):
             # What the database holds after a lost claim reply: the row was claimed for
@@ -330,7 +287,7 @@ def test_job_claimed_under_a_live_worker_but_unknown_to_it_is_recovered(
                 " VALUES ('conn.lost_claim', '[1]', 'running', 1, now(), %s)",
                 (worker.session.worker_id,),
             )
-            await _until(_sync_check(lambda: ran == [1]), "the job to run", limit=5)
+            await until(sync_check(lambda: ran == [1]), "the job to run", limit=5)
 
     asyncio.run(main())
     assert db.execute("SELECT state FROM pgjobs.job_history").fetchall() == [("succeeded",)]

@@ -9,9 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from worker_harness import running_worker, until
 
 import pgjobs
-from pgjobs.worker import Worker, WorkerConfig
+from pgjobs.worker import WorkerConfig
 
 TINY = pgjobs.Backoff(initial=0.05, factor=1, jitter=0)
 
@@ -45,34 +46,12 @@ def _run_until_finished(app: pgjobs.App, job_ids: list[int], limit: float = 20.0
         return row is not None and row[0] == len(job_ids)
 
     async def main() -> None:
-        worker = Worker(app, WorkerConfig(concurrency=4, poll_interval=0.05))
-        runner = asyncio.create_task(worker.run_async())
-        deadline = time.monotonic() + limit
-        try:
-            # stop() needs run_async to be under way: wait for the worker to register.
-            while getattr(worker, "session", None) is None or not worker.session.ready.is_set():
-                if runner.done():
-                    await runner
-                    raise AssertionError("worker exited during startup")
-                assert time.monotonic() < deadline, "worker did not register"
-                await asyncio.sleep(0.02)
-            async with await psycopg.AsyncConnection.connect(
-                app.database.dsn, autocommit=True
-            ) as conn:
-                while not await finished(conn):
-                    if runner.done():
-                        await runner
-                        raise AssertionError("worker stopped before the jobs finished")
-                    assert time.monotonic() < deadline, f"jobs {job_ids} did not finish"
-                    await asyncio.sleep(0.05)
-        finally:
-            if hasattr(worker, "session"):
-                worker.stop()
-                await asyncio.wait_for(runner, 30)
-            else:  # stop() is not usable before run_async has set the worker up
-                runner.cancel()
-                await asyncio.gather(runner, return_exceptions=True)
-        assert worker.exit_code == 0
+        config = WorkerConfig(concurrency=4, poll_interval=0.05)
+        async with (
+            running_worker(app, config),
+            await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as conn,
+        ):
+            await until(lambda: finished(conn), f"jobs {job_ids} to finish", limit)
 
     asyncio.run(main())
 

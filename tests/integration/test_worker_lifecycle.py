@@ -6,55 +6,18 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
 import pytest
+from worker_harness import WAIT, running_worker, sync_check, until
 
 import pgjobs
 from pgjobs import db as pgdb
 from pgjobs.worker import Worker, WorkerConfig
 from pgjobs.worker.rescuer import Rescuer
 
-WAIT = 10.0  # generous upper bound for anything that should happen "promptly"
 NAMESPACE = pgdb.lock_namespace("pgjobs", "worker")
-
-
-async def _until(check: Callable[[], Awaitable[bool]], what: str, limit: float = WAIT) -> None:
-    """Poll `check` until true; fail the test after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {limit}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def _worker(app: pgjobs.App, config: WorkerConfig) -> AsyncIterator[Worker]:
-    """A worker running on this loop, registered (session ready) when the block starts."""
-    worker = Worker(app, config)
-    runner = asyncio.create_task(worker.run_async())
-
-    async def registered() -> bool:
-        if runner.done():
-            await runner
-            raise AssertionError("worker exited during startup")
-        session = getattr(worker, "session", None)
-        return session is not None and session.ready.is_set()
-
-    try:
-        await _until(registered, "the worker to register")
-        yield worker
-    finally:
-        if hasattr(worker, "session"):
-            worker.stop()
-            await asyncio.wait_for(runner, 30)
-        else:  # stop() is not usable before run_async has set the worker up
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
-    assert worker.exit_code == 0
 
 
 async def _connect(app: pgjobs.App) -> psycopg.AsyncConnection[Any]:
@@ -80,7 +43,7 @@ def test_idle_worker_is_woken_by_notify(app: pgjobs.App, db: psycopg.Connection[
             done.set()
 
         config = WorkerConfig(poll_interval=30)
-        async with _worker(app, config), await _connect(app) as other:
+        async with running_worker(app, config), await _connect(app) as other:
             await asyncio.sleep(0.2)  # let the claim loop find nothing and go idle
             # Enqueued from another connection, into a queue the worker has never seen.
             await other.execute("SELECT pgjobs.enqueue(task => 'life.wake', args => '[1]')")
@@ -110,7 +73,10 @@ def test_transactional_enqueue_wakes_worker_only_on_commit(
             ran.append(label)
             done.set()
 
-        async with _worker(app, WorkerConfig(poll_interval=30)), await _connect(app) as other:
+        async with (
+            running_worker(app, WorkerConfig(poll_interval=30)),
+            await _connect(app) as other,
+        ):
             await asyncio.sleep(0.2)
             await other.set_autocommit(False)
             await tx.options(conn=other).enqueue_async("rolled back")
@@ -141,7 +107,10 @@ def test_poll_fallback_picks_up_a_job_that_becomes_due(
             ran.append(n)
             done.set()
 
-        async with _worker(app, WorkerConfig(poll_interval=0.1)), await _connect(app) as other:
+        async with (
+            running_worker(app, WorkerConfig(poll_interval=0.1)),
+            await _connect(app) as other,
+        ):
             await other.execute(
                 "SELECT pgjobs.enqueue(task => 'life.poll', args => '[5]',"
                 " run_at => now() + interval '0.5 seconds')"
@@ -198,30 +167,26 @@ def test_running_worker_notices_pause_and_resume(
         async def record(label: str) -> None:
             ran.append(label)
 
-        async with _worker(app, WorkerConfig(poll_interval=0.1)), await _connect(app) as other:
+        async with (
+            running_worker(app, WorkerConfig(poll_interval=0.1)),
+            await _connect(app) as other,
+        ):
             await other.execute(
                 "INSERT INTO pgjobs.queues (name, paused) VALUES ('q', true), ('r', false)"
             )
             await asyncio.sleep(1.5)  # past the worker's queue-list refresh
             await record.options(queue="q").enqueue_async("paused-job")
             await record.options(queue="r").enqueue_async("free-job")
-            await _until(_async(lambda: ran == ["free-job"]), "the unpaused queue to run")
+            await until(sync_check(lambda: ran == ["free-job"]), "the unpaused queue to run")
             await asyncio.sleep(1.5)  # several polls and refreshes: still paused
             assert ran == ["free-job"]
             state = await _fetchone(other, "SELECT state FROM pgjobs.jobs WHERE queue = 'q'")
             assert state == ("queued",)
             await other.execute("UPDATE pgjobs.queues SET paused = false WHERE name = 'q'")
-            await _until(_async(lambda: len(ran) == 2), "the resumed queue to run")
+            await until(sync_check(lambda: len(ran) == 2), "the resumed queue to run")
 
     asyncio.run(main())
     assert ran == ["free-job", "paused-job"]
-
-
-def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def wrapped() -> bool:
-        return check()
-
-    return wrapped
 
 
 @pytest.mark.timeout(60)
@@ -490,7 +455,7 @@ def test_job_handed_back_at_shutdown_wakes_another_worker(
         first = Worker(app, WorkerConfig(shutdown_grace=0.1, poll_interval=30))
         first_runner = asyncio.create_task(first.run_async())
         await asyncio.wait_for(started.wait(), WAIT)
-        async with _worker(app, WorkerConfig(poll_interval=30)) as second:
+        async with running_worker(app, WorkerConfig(poll_interval=30)) as second:
             await asyncio.sleep(0.3)  # the second worker found nothing and is idle
             assert runs == [(1, first.session.worker_id)]
             first.stop()
@@ -539,7 +504,7 @@ def test_two_workers_share_the_queue_and_run_each_job_once(
 def test_heartbeat_updates_the_worker_row(app: pgjobs.App, db: psycopg.Connection[Any]) -> None:
     async def main() -> None:
         config = WorkerConfig(heartbeat_interval=0.1, poll_interval=30)
-        async with _worker(app, config) as worker, await _connect(app) as conn:
+        async with running_worker(app, config) as worker, await _connect(app) as conn:
             worker_id = worker.session.worker_id
             first = await _fetchone(
                 conn, "SELECT heartbeat_at, pid FROM pgjobs.workers WHERE id = %s", worker_id
@@ -553,7 +518,7 @@ def test_heartbeat_updates_the_worker_row(app: pgjobs.App, db: psycopg.Connectio
                 )
                 return row is not None and row[0] > first[0]
 
-            await _until(beaten, "a heartbeat")
+            await until(beaten, "a heartbeat")
 
     asyncio.run(main())
     assert db.execute("SELECT count(*) FROM pgjobs.workers").fetchone() == (0,)
