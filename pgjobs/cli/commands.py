@@ -1,38 +1,16 @@
-"""The `pgjobs` command line: parses, calls the public API, renders. No SQL, no logic."""
+"""Top-level commands: migrate, worker, enqueue, bench, demo."""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from pgjobs.cli.common import Dsn, Schema, err, fail, json_arg, out, setup_logging
 from pgjobs.errors import PgJobsError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="pgjobs: a Postgres job queue.")
-out = Console()
-err = Console(stderr=True)
-
-Dsn = Annotated[
-    str | None,
-    typer.Option("--dsn", envvar="PGJOBS_DSN", help="Postgres DSN (else libpq's PG* variables)."),
-]
-Schema = Annotated[str, typer.Option("--schema", help="Schema holding the pgjobs tables.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+app = typer.Typer()
 
 
 @app.command()
@@ -43,7 +21,7 @@ def migrate(dsn: Dsn = None, schema: Schema = "pgjobs") -> None:
     try:
         applied = App(dsn, schema).migrate()
     except PgJobsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if applied:
         out.print(f"applied migration(s) {', '.join(map(str, applied))} to schema {schema!r}")
     else:
@@ -82,7 +60,7 @@ def worker(
     from pgjobs.worker import WorkerConfig
     from pgjobs.worker.supervisor import Supervisor
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     if dsn:
         os.environ["PGJOBS_DSN"] = dsn  # children and the App resolve it from there
     try:
@@ -100,7 +78,7 @@ def worker(
         load_app(app_path)  # fail fast, before starting children
         code = Supervisor(app_path, config, processes, logging.root.level).run()
     except (PgJobsError, ValueError, TypeError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     raise typer.Exit(code)
 
 
@@ -122,26 +100,15 @@ def enqueue(
     """Enqueue a job by task name."""
     from pgjobs.app import App
 
-    parsed_kwargs = _json_arg("--kwargs", kwargs, dict)
-    parsed_args = _json_arg("--args", args, list)
+    parsed_kwargs = json_arg("--kwargs", kwargs, dict)
+    parsed_args = json_arg("--args", args, list)
     try:
         job_id = App(dsn, schema).enqueue(
             task, parsed_args, parsed_kwargs, queue=queue, priority=priority, dedup_key=dedup_key
         )
     except (PgJobsError, TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     out.print(job_id)
-
-
-def _json_arg(option: str, text: str, kind: type) -> Any:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"{option} is not valid JSON: {exc}") from None
-    if not isinstance(value, kind):
-        expected = "an object" if kind is dict else "an array"
-        raise _fail(f"{option} must be a JSON {expected}, got {type(value).__name__}")
-    return value
 
 
 @app.command()
@@ -180,7 +147,7 @@ def bench(
                 progress=None if json_out else err.print,
             )
     except PgJobsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if json_out:
         out.print_json(data=report.as_dict())
     else:
@@ -202,11 +169,4 @@ def demo(
     try:
         demo_mod.run(dsn, seconds=seconds or None, console=out)
     except PgJobsError as exc:
-        raise _fail(str(exc)) from None
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+        raise fail(str(exc)) from None
