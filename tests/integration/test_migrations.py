@@ -26,6 +26,9 @@ from pgjobs.queries import migrations, queries_for
 SNAPSHOT = Path(__file__).with_name("schema_snapshot.txt")
 WAIT = 30.0  # upper bound for waiting on another session; never an assertion on speed
 
+ALL_VERSIONS = [m.version for m in migrations()]
+ALL_ROWS = [(m.version, m.name) for m in migrations()]
+
 
 # ----------------------------------------------------------------------------- helpers
 def _snapshot(conn: psycopg.Connection[Any], schema: str) -> str:
@@ -195,7 +198,7 @@ def test_migrate_fresh_schema_applies_every_version_and_records_it(
 def test_second_migrate_is_a_noop(dsn: str, db: psycopg.Connection[Any]) -> None:
     app = pgjobs.App(dsn, schema="twice")
     try:
-        assert app.migrate() == [1]
+        assert app.migrate() == ALL_VERSIONS
         before = db.execute("SELECT version, applied_at FROM twice.migrations").fetchall()
         assert app.migrate() == []
         assert app.migrate() == []
@@ -235,8 +238,8 @@ def test_concurrent_migrations_both_succeed_and_record_the_version_once(
     for thread in threads:
         thread.join(WAIT)
     assert not failures, failures
-    assert sorted(results) == [[], [1]]
-    assert _migrations_rows(db, "raced") == [(1, "initial")]
+    assert sorted(results) == [[], ALL_VERSIONS]
+    assert _migrations_rows(db, "raced") == ALL_ROWS
 
 
 def test_a_migration_waits_for_one_in_progress_then_finds_nothing_to_do(
@@ -248,7 +251,7 @@ def test_a_migration_waits_for_one_in_progress_then_finds_nothing_to_do(
     failures: list[BaseException] = []
     with psycopg.connect(dsn) as first:
         first.execute("SELECT 1")  # open a transaction that the migration joins (savepoint)
-        assert apply_migrations(first, "held") == [1]
+        assert apply_migrations(first, "held") == ALL_VERSIONS
 
         def second() -> None:
             app = pgjobs.App(dsn, schema="held")
@@ -268,13 +271,13 @@ def test_a_migration_waits_for_one_in_progress_then_finds_nothing_to_do(
         thread.join(WAIT)
     assert not failures, failures
     assert results == [[]]
-    assert _migrations_rows(db, "held") == [(1, "initial")]
+    assert _migrations_rows(db, "held") == ALL_ROWS
 
 
 def test_custom_schema_works_end_to_end(dsn: str, db: psycopg.Connection[Any]) -> None:
     app = pgjobs.App(dsn, schema="billing_jobs")
     try:
-        assert app.migrate() == [1]
+        assert app.migrate() == ALL_VERSIONS
         seen: list[int] = []
 
         @app.task(name="billing.charge", queue="billing")
@@ -340,7 +343,7 @@ def test_newer_schema_version_makes_migrate_raise(dsn: str, db: psycopg.Connecti
     assert "'pgjobs'" in message
     assert f"knows up to {latest_version()}" in message
     assert "upgrade pgjobs" in message
-    assert _migrations_rows(db, "pgjobs") == [(1, "initial"), (999, "from_the_future")]
+    assert _migrations_rows(db, "pgjobs") == [*ALL_ROWS, (999, "from_the_future")]
 
 
 def test_newer_version_in_an_empty_schema_applies_nothing(
@@ -350,15 +353,16 @@ def test_newer_version_in_an_empty_schema_applies_nothing(
     db.execute("CREATE SCHEMA future")
     with db.cursor() as cur:
         cur.execute(queries_for("future")["create_migrations_table"])
-    db.execute("INSERT INTO future.migrations (version, name) VALUES (2, 'next')")
+    future = latest_version() + 1
+    db.execute("INSERT INTO future.migrations (version, name) VALUES (%s, 'next')", (future,))
     app = pgjobs.App(dsn, schema="future")
     try:
-        with pytest.raises(pgjobs.SchemaError, match=r"\[2\].*upgrade pgjobs"):
+        with pytest.raises(pgjobs.SchemaError, match=rf"\[{future}\].*upgrade pgjobs"):
             app.migrate()
     finally:
         app.close()
     assert not _table_exists(db, "future.jobs")
-    assert _migrations_rows(db, "future") == [(2, "next")]
+    assert _migrations_rows(db, "future") == [(future, "next")]
 
 
 def test_worker_refuses_a_schema_newer_than_the_code(

@@ -1,0 +1,2 @@
+-- Reserved for issue 3 (cron schedules); filled in by that change.
+SELECT 1;
