@@ -19,6 +19,22 @@ log = logging.getLogger("pgjobs.worker")
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
 
+class SharedConnection:
+    """One connection for all maintenance services of a worker (psycopg serialises their
+    statements), opened on first use and reopened after it breaks."""
+
+    def __init__(self, connect: Connect):
+        self._connect = connect
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> psycopg.AsyncConnection[Any]:
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await self._connect()
+            return self._conn
+
+
 class Service:
     """A maintenance service: subclasses implement `run_once(conn, now)`."""
 

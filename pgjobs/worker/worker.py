@@ -27,6 +27,7 @@ from pgjobs.worker.auditor import Auditor
 from pgjobs.worker.claimer import Claimer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
+from pgjobs.worker.maintenance import SharedConnection
 from pgjobs.worker.outcome import Kind, Outcome
 from pgjobs.worker.pruner import Pruner
 from pgjobs.worker.rescuer import Rescuer
@@ -91,9 +92,11 @@ class Worker:
             on_notify=self._on_notify,
             on_connect=self._wakeup.set,
         )
+        # Rescuer, auditor and pruner share one connection: four per worker process in all.
+        maintenance = SharedConnection(self._connect).get
         self.rescuer = rescuer = Rescuer(
             self.q,
-            self._connect,
+            maintenance,
             self.clock,
             lock_namespace=self.lock_namespace,
             channel=self.channel,
@@ -102,7 +105,7 @@ class Worker:
         self._claim_lock = asyncio.Lock()
         auditor = Auditor(
             self.q,
-            self._connect,
+            maintenance,
             self.clock,
             claim_lock=self._claim_lock,
             worker_id=lambda: self.session.worker_id,
@@ -112,7 +115,7 @@ class Worker:
         )
         pruner = Pruner(
             self.q,
-            self._connect,
+            maintenance,
             self.clock,
             retention=cfg.history_retention,
             dead_retention=cfg.dead_retention,
