@@ -111,9 +111,18 @@ def translate(exc: psycopg.Error, dsn: str = "", schema: str | None = None) -> E
             f"the pgjobs schema {name!r} is missing or out of date ({message}); "
             "run `pgjobs migrate`"
         )
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, psycopg.OperationalError) and _is_connection_trouble(exc.sqlstate):
         return DatabaseError(f"cannot talk to Postgres at {describe(dsn)}: {message}")
     return DatabaseError(f"Postgres refused the operation: {message}")
+
+
+# SQLSTATEs of OperationalErrors that mean the connection, not the statement, failed: no
+# server code (a client-side failure), connection exceptions (08), failed authentication
+# (28), operator intervention on the session (57P: shutdown, cannot connect now), too many
+# connections (53300) and system errors (58). Other OperationalErrors (54 program limit
+# exceeded, 55 lock not available, 57014 statement cancelled...) are refusals.
+def _is_connection_trouble(sqlstate: str | None) -> bool:
+    return sqlstate is None or sqlstate.startswith(("08", "28", "57P", "58")) or sqlstate == "53300"
 
 
 @contextmanager

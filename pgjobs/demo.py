@@ -1,18 +1,25 @@
-"""`pgjobs demo`: an embedded Postgres, two worker processes and a stream of example jobs."""
+"""`pgjobs demo`: an embedded Postgres, two worker processes and a stream of example jobs.
+
+Works in its own schema (`pgjobs_demo`), dropped and recreated at every start. Without a DSN
+it starts the embedded server (data under ~/.cache/pgjobs) and stops it on exit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections import defaultdict
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, nullcontext, suppress
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -20,11 +27,13 @@ from rich.table import Table
 from pgjobs import db
 from pgjobs.app import App
 from pgjobs.backoff import Backoff
-from pgjobs.errors import Discard
+from pgjobs.errors import Discard, PgJobsError
 from pgjobs.queries import queries_for
 
 SCHEMA = "pgjobs_demo"
-STATES = ("queued", "running", "succeeded", "dead")
+WORKER_PROCESSES = 2
+COLUMNS = ("queued", "scheduled", "running", "retrying", "succeeded", "dead", "failed attempts")
+STARTUP_LIMIT = 60.0  # seconds the workers get to register
 
 app = App(schema=SCHEMA)
 
@@ -51,78 +60,141 @@ def flaky_webhook(url: str) -> None:
 @app.task(name="demo.charge_card", queue="payments", max_attempts=3,
           retry=Backoff(initial=0.5, factor=2))  # fmt: skip
 def charge_card(order_id: int) -> None:
-    """Order 13 is always declined: it goes dead after three attempts."""
+    """Order 13 is always declined: it goes dead after three attempts. Orders ending in 7
+    were cancelled: the job discards itself (dead at once, no retry)."""
     if order_id == 13:
         raise RuntimeError("card declined")
-    if order_id % 50 == 7:
+    if order_id % 10 == 7:
         raise Discard("order was cancelled by the customer")
 
 
+@app.every(timedelta(seconds=5), name="demo.sweep", queue="maintenance")
+def sweep() -> None:
+    """A schedule: every 5 seconds the cron leader (one of the two workers) enqueues a run."""
+    time.sleep(0.05)
+
+
 def run(dsn: str | None, *, seconds: float | None, console: Console) -> None:
+    """Run the demo until Ctrl-C, or for `seconds` once the workers are up."""
     with ExitStack() as stack:
         if dsn is None and not os.environ.get("PGJOBS_DSN"):
-            from pgjobs.embedded import embedded_postgres
+            from pgjobs.embedded import default_data_dir, embedded_postgres
 
-            console.print("starting the embedded Postgres (first start takes a few seconds)...")
+            console.print(f"starting the embedded Postgres in {default_data_dir()}...")
             dsn = stack.enter_context(embedded_postgres())
         dsn = db.resolve_dsn(dsn)
-        os.environ["PGJOBS_DSN"] = dsn
+        os.environ["PGJOBS_DSN"] = dsn  # the worker processes and the App read it there
         stack.callback(app.close)
+        conn = stack.enter_context(db.connect(dsn))
+        with app.database.errors():
+            conn.execute(queries_for(SCHEMA)["demo_reset"])
         app.migrate()
-        console.print(f"schema {SCHEMA!r} ready on {db.describe(dsn)}; starting 2 workers")
-        workers = subprocess.Popen(
-            [sys.executable, "-m", "pgjobs", "worker", "pgjobs.demo:app", "--processes", "2",
-             "--concurrency", "8"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        stack.callback(_stop, workers)
-        _enqueue_first_batch()
-        _watch(dsn, seconds, console)
+        log_path = os.path.join(tempfile.gettempdir(), f"pgjobs-demo-{os.getpid()}.log")
+        console.print(f"schema {SCHEMA!r} ready on {db.describe(dsn)}")
+        console.print(f"starting {WORKER_PROCESSES} worker processes (log: {log_path})")
+        log = stack.enter_context(open(log_path, "wb"))
+        workers = _start_workers(log)
+        stopper = stack.enter_context(ExitStack())
+        stopper.callback(_stop, workers)
+        _wait_for_workers(conn, workers, log_path)
+        _watch(conn, seconds, console, _enqueue_first_batch())
+        stopper.close()  # workers finish their running jobs before the last count
+        console.print(_table(_counts(conn), "pgjobs demo: final counts"))
+        console.print(f"worker log: {log_path}")
 
 
-def _enqueue_first_batch() -> None:
-    charge_card.enqueue(13)  # the one that goes dead
-    send_email.enqueue_many({"to": f"user{n}@example.com", "subject": "welcome"} for n in range(50))
+def _start_workers(log: Any) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "pgjobs", "worker", "pgjobs.demo:app",
+               "--processes", str(WORKER_PROCESSES), "--concurrency", "8"]  # fmt: skip
+    # Its own session: a terminal's Ctrl-C reaches only the demo, which stops the workers
+    # once. Should the demo die without that, the workers get SIGTERM from the kernel.
+    return subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no Python state
+    )
+
+
+def _die_with_parent() -> None:
+    with suppress(OSError, AttributeError):  # Linux only
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def _wait_for_workers(
+    conn: psycopg.Connection[Any], workers: subprocess.Popen[bytes], log_path: str
+) -> None:
+    query = queries_for(SCHEMA)["count_workers"]
+    deadline = time.monotonic() + STARTUP_LIMIT
+    while True:
+        with app.database.errors():
+            row = conn.execute(query).fetchone()
+        if row and row[0] >= WORKER_PROCESSES:
+            return
+        if workers.poll() is not None:
+            raise PgJobsError(f"the workers exited with code {workers.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            raise PgJobsError(f"the workers did not start in {STARTUP_LIMIT:g}s; see {log_path}")
+        time.sleep(0.1)
+
+
+def _enqueue_first_batch() -> int:
+    charge_card.enqueue(13)  # declined three times: goes dead
+    charge_card.enqueue(7)  # cancelled: discarded, dead at once
+    welcome = ({"to": f"user{n}@example.com", "subject": "welcome"} for n in range(50))
+    ids = send_email.enqueue_many(welcome)
     send_email.options(delay=timedelta(seconds=5)).enqueue("late@example.com", "scheduled")
+    return len(ids) + 3
 
 
-def _enqueue_some(tick: int) -> None:
+def _enqueue_some(tick: int) -> int:
     send_email.enqueue(f"user{tick}@example.com", subject="hello")
     resize_image.enqueue(tick)
+    charge_card.enqueue(100 + tick)
     if tick % 3 == 0:
         flaky_webhook.enqueue(f"https://hooks.example.com/{tick}")
-    charge_card.enqueue(100 + tick)
+        return 4
+    return 3
 
 
-def _watch(dsn: str, seconds: float | None, console: Console) -> None:
-    deadline = time.monotonic() + seconds if seconds else None
-    conn = db.connect(dsn)
-    query = queries_for(SCHEMA)["state_counts"]
+def _watch(
+    conn: psycopg.Connection[Any], seconds: float | None, console: Console, enqueued: int
+) -> None:
+    start = time.monotonic()
+    deadline = start + seconds if seconds else None
     tick = 0
-    console.print("press Ctrl-C to stop")
+    until = "press Ctrl-C to stop" if deadline is None else f"stopping in {seconds:g}s"
+    console.print(f"jobs are flowing; {until}")
+    live = Live(console=console, refresh_per_second=4, transient=True)
     try:
-        with Live(console=console, refresh_per_second=4) as live:
+        with live if console.is_terminal else nullcontext():
             while deadline is None or time.monotonic() < deadline:
                 tick += 1
-                _enqueue_some(tick)
-                counts: dict[str, dict[str, int]] = defaultdict(dict)
-                for queue, state, count in conn.execute(query, {"window": "1 hour"}):
-                    counts[queue][state] = count
-                live.update(_table(counts))
+                enqueued += _enqueue_some(tick)
+                caption = f"{enqueued} jobs enqueued in {time.monotonic() - start:.0f}s"
+                live.update(_table(_counts(conn), "pgjobs demo (finished: last hour)", caption))
                 time.sleep(0.25)
     except KeyboardInterrupt:
-        pass
-    finally:
-        conn.close()
+        console.print("stopping the workers (they finish their running jobs first)...")
 
 
-def _table(counts: dict[str, dict[str, int]]) -> Table:
-    table = Table(title="pgjobs demo: jobs by queue (finished: last hour)")
+def _counts(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    with app.database.errors():
+        return conn.execute(queries_for(SCHEMA)["demo_dashboard"], {"window": "1 hour"}).fetchall()
+
+
+def _table(rows: list[tuple[Any, ...]], title: str, caption: str | None = None) -> Table:
+    table = Table(title=title, caption=caption)
     table.add_column("queue")
-    for state in STATES:
-        table.add_column(state, justify="right")
-    for queue in sorted(counts):
-        table.add_row(queue, *(str(counts[queue].get(state, 0)) for state in STATES))
+    for column in COLUMNS:
+        table.add_column(column, justify="right")
+    totals = [0] * len(COLUMNS)
+    for queue, *counts in rows:
+        table.add_row(queue, *map(str, counts))
+        totals = [a + b for a, b in zip(totals, counts, strict=True)]
+    table.add_section()
+    table.add_row("total", *map(str, totals))
     return table
 
 
@@ -133,3 +205,4 @@ def _stop(workers: subprocess.Popen[bytes]) -> None:
         workers.wait(timeout=40)
     except subprocess.TimeoutExpired:
         workers.kill()
+        workers.wait()

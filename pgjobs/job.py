@@ -16,6 +16,11 @@ from typing import Any
 
 MAX_NAME_LENGTH = 200
 DEFAULT_QUEUE = "default"
+# The largest JSON encoding of one job's arguments (args and kwargs together) that enqueue
+# accepts, in bytes. Postgres' own ceiling is 256 MiB per jsonb value, but every claim loads
+# whole rows into a worker: keep big data elsewhere and pass a reference. Assign
+# `pgjobs.job.MAX_ARGUMENTS_BYTES` to change it.
+MAX_ARGUMENTS_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,14 +161,27 @@ def encode_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) 
         if not isinstance(key, str):
             raise TypeError(f"task {task!r}: keyword argument names must be strings, got {key!r}")
     try:
-        return _dumps(list(args)), _dumps(dict(kwargs))
+        encoded = _dumps(list(args)), _dumps(dict(kwargs))
     except (TypeError, ValueError):
-        pass
-    for index, value in enumerate(args):
-        _check_one(task, f"positional argument {index}", value)
-    for key, value in kwargs.items():
-        _check_one(task, f"argument {key!r}", value)
-    raise TypeError(f"task {task!r}: arguments are not JSON serializable")  # pragma: no cover
+        for index, value in enumerate(args):
+            _check_one(task, f"positional argument {index}", value)
+        for key, value in kwargs.items():
+            _check_one(task, f"argument {key!r}", value)
+        raise TypeError(f"task {task!r}: arguments are not JSON serializable") from None
+    if (len(encoded[0]) + len(encoded[1])) * 4 > MAX_ARGUMENTS_BYTES:  # UTF-8: <= 4 bytes/char
+        check_size(task, *encoded)
+    return encoded
+
+
+def check_size(task: str, *texts: str) -> None:
+    """Raise ValueError if the JSON `texts` of one job exceed MAX_ARGUMENTS_BYTES."""
+    size = sum(len(text) if text.isascii() else len(text.encode()) for text in texts)
+    if size > MAX_ARGUMENTS_BYTES:
+        raise ValueError(
+            f"task {task!r}: the arguments are {size:,} bytes of JSON, over the limit of "
+            f"{MAX_ARGUMENTS_BYTES:,} (pgjobs.job.MAX_ARGUMENTS_BYTES): store big data "
+            "elsewhere and pass a reference to it"
+        )
 
 
 def _check_one(task: str, label: str, value: Any) -> None:
@@ -212,9 +230,12 @@ def encode_many(task: str, items: Iterable[object]) -> list[str]:
                 f"{type(item).__name__}"
             )
         try:
-            encoded.append(_dumps(item))
+            text = _dumps(item)
         except (TypeError, ValueError):  # or a Mapping that is not a dict: the slow path
-            encoded.append(encode_arguments(task, (), item)[1])
+            text = encode_arguments(task, (), item)[1]
+        if len(text) * 4 > MAX_ARGUMENTS_BYTES:
+            check_size(task, text)
+        encoded.append(text)
     return encoded
 
 

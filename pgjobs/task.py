@@ -172,20 +172,33 @@ class TaskCall(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
         params = self._params(args, kwargs)
-        return producer.enqueue(self.task.app.database, params, self.conn)
+        job_id = producer.enqueue(self.task.app.database, params, self.conn)
+        self.task.app.hooks.enqueued_params(job_id, params, self.conn is not None)
+        return job_id
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> int:
         params = self._params(args, kwargs)
-        return await producer.enqueue_async(self.task.app.database, params, self.conn)
+        job_id = await producer.enqueue_async(self.task.app.database, params, self.conn)
+        self.task.app.hooks.enqueued_params(job_id, params, self.conn is not None)
+        return job_id
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
         listed = list(items)
         build = self._row_builder(listed)
-        return producer.enqueue_many(self.task.app.database, len(listed), build, self.conn)
+        ids = producer.enqueue_many(self.task.app.database, len(listed), build, self.conn)
+        self._enqueued(ids)
+        return ids
 
     async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
         listed = list(items)
         build = self._row_builder(listed)
-        return await producer.enqueue_many_async(
+        ids = await producer.enqueue_many_async(
             self.task.app.database, len(listed), build, self.conn
         )
+        self._enqueued(ids)
+        return ids
+
+    def _enqueued(self, ids: list[int]) -> None:
+        task = self.task
+        queue = self.opts.queue or task.queue
+        task.app.hooks.enqueued(ids, task.name, queue, None, self.conn is not None)

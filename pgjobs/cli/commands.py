@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pgjobs.cli.common import Dsn, Schema, err, fail, json_arg, out, setup_logging
+from pgjobs.cli.common import Dsn, Schema, err, fail, json_arg, out
 from pgjobs.errors import PgJobsError
 
 app = typer.Typer()
@@ -50,31 +50,53 @@ def worker(
             "--shutdown-grace", min=0, help="Seconds running jobs get to finish on SIGTERM."
         ),
     ] = 30.0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            min=0,
+            max=65535,
+            help="Serve /healthz, /readyz and /metrics on this port (with --processes P: "
+            "each process takes the first free port of PORT..PORT+P-1).",
+        ),
+    ] = None,
+    health_host: Annotated[
+        str, typer.Option("--health-host", help="Address the health server listens on.")
+    ] = "0.0.0.0",
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Log lines as 'text' or 'json'.")
+    ] = "text",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every job (DEBUG).")
+    ] = False,
     dsn: Dsn = None,
 ) -> None:
     """Run worker process(es) for the App at MODULE:APP."""
     import os
 
+    from pgjobs import logs
     from pgjobs.loader import load_app
-    from pgjobs.worker import WorkerConfig
+    from pgjobs.worker import Worker, WorkerConfig
     from pgjobs.worker.supervisor import Supervisor
 
-    setup_logging(verbose)
     if dsn:
         os.environ["PGJOBS_DSN"] = dsn  # children and the App resolve it from there
     try:
+        logs.configure(logging.DEBUG if verbose else logging.INFO, log_format)
         config = WorkerConfig(
             queues=queue or None,
             concurrency=concurrency,
             burst=burst,
             shutdown_grace=shutdown_grace,
+            health_port=health_port,
+            health_host=health_host,
+            health_port_span=processes,
+            log_format=log_format,
         )
         if processes == 1:
-            load_app(app_path).run_worker(
-                config.queues, concurrency, burst, shutdown_grace=shutdown_grace
-            )
-            return
+            runner = Worker(load_app(app_path), config)
+            runner.run()
+            raise typer.Exit(runner.exit_code)
         load_app(app_path)  # fail fast, before starting children
         code = Supervisor(app_path, config, processes, logging.root.level).run()
     except (PgJobsError, ValueError, TypeError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Annotated, Any
 
 import typer
@@ -27,13 +26,6 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def json_arg(option: str, text: str, kind: type) -> Any:
     """Parse a JSON command-line value of the given kind (dict or list) or fail clearly."""
     try:
@@ -41,6 +33,6 @@ def json_arg(option: str, text: str, kind: type) -> Any:
     except json.JSONDecodeError as exc:
         raise fail(f"{option} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
-        expected = "an object" if kind is dict else "an array"
+        expected = "object" if kind is dict else "array"
         raise fail(f"{option} must be a JSON {expected}, got {type(value).__name__}")
     return value

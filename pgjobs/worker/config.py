@@ -24,6 +24,20 @@ class WorkerConfig:
     prune_interval: float = 60.0
     history_retention: timedelta = timedelta(days=7)  # succeeded and cancelled jobs
     dead_retention: timedelta = timedelta(days=30)
+    # Cron: every non-burst worker registers the app's schedules and competes for the
+    # leader lock; the leader re-reads schedules at least every cron_interval seconds.
+    cron: bool = True
+    cron_interval: float = 1.0
+    cron_leader_retry: float = 2.0  # how often a follower tries to take over
+    cron_history_retention: timedelta = timedelta(days=90)  # finished runs in cron_runs
+    # /healthz, /readyz and /metrics over HTTP when set (0: any free port). The worker takes
+    # the first free port of health_port .. health_port + health_port_span - 1, so that
+    # `--processes P` children share one configuration.
+    health_port: int | None = None
+    health_host: str = "0.0.0.0"
+    health_port_span: int = 1
+    liveness_timeout: float = 30.0  # /healthz fails once the event loop stalls this long
+    log_format: str | None = None  # "text" or "json": reformat the root log handlers
 
     def __post_init__(self) -> None:
         if self.queues is not None:
@@ -40,3 +54,13 @@ class WorkerConfig:
         for name in ("shutdown_grace", "poll_interval", "heartbeat_interval", "rescue_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.cron_interval <= 0 or self.cron_leader_retry <= 0:
+            raise ValueError("cron_interval and cron_leader_retry must be positive")
+        if self.health_port is not None and not 0 <= self.health_port <= 65535:
+            raise ValueError(f"health_port must be within 0..65535, got {self.health_port!r}")
+        if self.health_port_span < 1:
+            raise ValueError(f"health_port_span must be >= 1, got {self.health_port_span!r}")
+        if self.liveness_timeout <= 0:
+            raise ValueError("liveness_timeout must be positive")
+        if self.log_format not in (None, "text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")

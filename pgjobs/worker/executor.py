@@ -14,6 +14,8 @@ import contextvars
 import functools
 import logging
 import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pgjobs.backoff import Backoff
@@ -21,6 +23,7 @@ from pgjobs.clock import Clock
 from pgjobs.context import set_current
 from pgjobs.errors import Discard, JobTimeout, Retry
 from pgjobs.job import Job
+from pgjobs.middleware import HookChain, JobOutcome, JobResult
 from pgjobs.task import DEFAULT_MAX_ATTEMPTS, Task
 from pgjobs.worker.outcome import Kind, Outcome, describe_exception, error_record
 from pgjobs.worker.threads import ThreadRunner
@@ -30,6 +33,16 @@ log = logging.getLogger("pgjobs.worker")
 UNKNOWN_TASK_BACKOFF = Backoff(initial=5, factor=2, max=300)
 MAX_RETRY_DELAY = 10 * 365 * 86400.0  # keeps now() + delay a valid timestamp
 
+_OUTCOMES = {Kind.RETRY: JobOutcome.RETRIED, Kind.DEAD: JobOutcome.DEAD}
+
+
+@dataclass(frozen=True)
+class _Failure(Outcome):
+    """A failed run's outcome, carrying what middleware reports about it."""
+
+    message: str = ""
+    exception: BaseException | None = None
+
 
 class Executor:
     def __init__(
@@ -38,13 +51,46 @@ class Executor:
         threads: ThreadRunner,
         clock: Clock,
         rng: random.Random | None = None,
+        hooks: HookChain | None = None,
     ):
         self.tasks = tasks
         self.threads = threads
         self.clock = clock
         self.rng = rng or random.Random()
+        self.hooks = hooks if hooks is not None and hooks.runs_jobs else None
+        # Run `job` and return its outcome, with the middleware hooks around it if any.
+        self.run: Callable[[Job], Awaitable[Outcome]] = (
+            self._run if self.hooks is None else self._run_with_hooks
+        )
 
-    async def run(self, job: Job) -> Outcome:
+    async def _run_with_hooks(self, job: Job) -> Outcome:
+        hooks = self.hooks
+        assert hooks is not None
+        clock = self.clock
+        every_job = hooks.every_job
+        if every_job:
+            hooks.before_job(job)
+        started = clock.monotonic()
+        try:
+            outcome = await self._run(job)
+        except asyncio.CancelledError:
+            hooks.after_job(job, JobResult(JobOutcome.RELEASED, clock.monotonic() - started))
+            raise
+        if outcome.kind is Kind.SUCCEEDED:
+            if not every_job:  # only failure hooks (the default job logger): nothing to do
+                return outcome
+            result = JobResult(JobOutcome.SUCCEEDED, clock.monotonic() - started)
+        else:
+            result = JobResult(_OUTCOMES[outcome.kind], clock.monotonic() - started)
+            if isinstance(outcome, _Failure):
+                result.error = outcome.message
+                result.exception = outcome.exception
+                if outcome.kind is Kind.RETRY:
+                    result.retry_in = outcome.delay
+        hooks.after_job(job, result)
+        return outcome
+
+    async def _run(self, job: Job) -> Outcome:
         task = self.tasks.get(job.task)
         max_attempts = job.max_attempts or (task.max_attempts if task else DEFAULT_MAX_ATTEMPTS)
         if job.attempt > max_attempts:
@@ -83,7 +129,8 @@ class Executor:
                 retry.delay if retry.delay is not None else task.retry.delay(job.attempt, self.rng)
             )
             record = error_record(job, "retry", str(retry), self.clock.now())
-            return Outcome(job, Kind.RETRY, min(delay, MAX_RETRY_DELAY), record)
+            delay = min(delay, MAX_RETRY_DELAY)
+            return _Failure(job, Kind.RETRY, delay, record, str(retry), retry)
         except Discard as discard:
             return self._dead(job, "discard", f"discarded: {discard.reason}", discard)
         except JobTimeout as exc:
@@ -143,9 +190,10 @@ class Executor:
     ) -> Outcome:
         record = error_record(job, kind, message, self.clock.now(), exc)
         if job.attempt >= max_attempts:
-            return Outcome(job, Kind.DEAD, 0.0, record)
+            return _Failure(job, Kind.DEAD, 0.0, record, message, exc)
         delay = min(backoff.delay(job.attempt, self.rng), MAX_RETRY_DELAY)
-        return Outcome(job, Kind.RETRY, delay, record)
+        return _Failure(job, Kind.RETRY, delay, record, message, exc)
 
     def _dead(self, job: Job, kind: str, message: str, exc: BaseException | None = None) -> Outcome:
-        return Outcome(job, Kind.DEAD, 0.0, error_record(job, kind, message, self.clock.now(), exc))
+        record = error_record(job, kind, message, self.clock.now(), exc)
+        return _Failure(job, Kind.DEAD, 0.0, record, message, exc)

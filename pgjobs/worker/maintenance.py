@@ -62,7 +62,11 @@ class Service:
             except (psycopg.Error, PgJobsError) as exc:
                 log.warning("%s failed, will retry: %s", self.name, exc)
                 await self.close()
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.pause())
+
+    def pause(self) -> float:
+        """Seconds until the next pass."""
+        return self.interval
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

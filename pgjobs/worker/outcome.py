@@ -53,5 +53,8 @@ def _jsonb_text(text: str) -> str:
 
 
 def describe_exception(exc: BaseException) -> str:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # a handler's exception whose __str__ fails must still be recorded
+        text = "<str() of the exception failed>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

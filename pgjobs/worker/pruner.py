@@ -15,6 +15,7 @@ from pgjobs.worker.maintenance import Connect, Service
 log = logging.getLogger("pgjobs.worker")
 
 BATCH = 10_000
+BACKLOG_PAUSE = 0.5
 
 
 class Pruner(Service):
@@ -32,20 +33,25 @@ class Pruner(Service):
     ):
         super().__init__(connect, clock, interval)
         self.q = queries
+        self.backlog = False
         self.rules = [
             (retention, ["succeeded", "cancelled"]),
             (dead_retention, ["dead"]),
         ]
 
     async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+        # One batch per rule and pass: the connection is shared with the rescuer, which must
+        # not wait behind a long purge. A backlog is worked off by passes in quick succession.
         total = 0
+        self.backlog = False
         for retention, states in self.rules:
             params = {"before": now - retention, "states": states, "limit": BATCH}
-            while True:  # small batches keep each transaction short
-                cur = await conn.execute(self.q["prune_history"], params)
-                total += cur.rowcount
-                if cur.rowcount < BATCH:
-                    break
+            cur = await conn.execute(self.q["prune_history"], params)
+            total += cur.rowcount
+            self.backlog |= cur.rowcount >= BATCH
         if total:
             log.info("pruned %d finished job(s) from history", total)
         return total
+
+    def pause(self) -> float:
+        return BACKLOG_PAUSE if self.backlog else self.interval

@@ -1,7 +1,8 @@
 """The worker: an asyncio core that claims, runs and acks jobs.
 
 Tasks on one event loop: the session (lock, LISTEN, heartbeat), the claim loop, the acker,
-and the maintenance services (rescuer, pruner). Sync handlers run in a thread pool.
+and the maintenance services (rescuer, pruner, cron scheduler). Sync handlers run in a thread
+pool.
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pgjobs import db
+from pgjobs import db, logs
+from pgjobs.backoff import Backoff
 from pgjobs.clock import Clock
+from pgjobs.cron import scheduler as cron  # a module: pgjobs.cron.scheduler imports us
 from pgjobs.errors import PgJobsError
 from pgjobs.job import Job
+from pgjobs.middleware import HookChain, Middleware
 from pgjobs.migrate import check_schema, current_version
 from pgjobs.worker.acker import Acker
 from pgjobs.worker.auditor import Auditor
 from pgjobs.worker.claimer import Claimer
 from pgjobs.worker.config import WorkerConfig
 from pgjobs.worker.executor import Executor
+from pgjobs.worker.health import Check
 from pgjobs.worker.maintenance import SharedConnection
-from pgjobs.worker.outcome import Kind, Outcome
+from pgjobs.worker.outcome import Kind, Outcome, describe_exception, error_record
 from pgjobs.worker.pruner import Pruner
 from pgjobs.worker.rescuer import Rescuer
 from pgjobs.worker.session import Session
@@ -36,8 +41,13 @@ from pgjobs.worker.threads import ThreadRunner
 
 if TYPE_CHECKING:
     from pgjobs.app import App
+    from pgjobs.worker.monitoring import Monitoring
 
 log = logging.getLogger("pgjobs.worker")
+
+# Retry delays of a job whose run failed outside its handler (say, an exception object that
+# breaks the executor): it is retried, visibly, instead of left `running` under a live worker.
+INTERNAL_ERROR_BACKOFF = Backoff(initial=5, factor=2, max=300)
 
 
 class Worker:
@@ -61,6 +71,7 @@ class Worker:
         self._signals = 0
         self.exit_code = 0
         self.processed = 0
+        self.monitoring: Monitoring | None = None  # with config.health_port
 
     # ----------------------------------------------------------------- lifecycle
     def run(self, *, install_signal_handlers: bool = True) -> None:
@@ -78,7 +89,7 @@ class Worker:
         cfg = self.config
         self._loop = loop = asyncio.get_running_loop()
         threads = ThreadRunner(cfg.concurrency)
-        self.executor = Executor(self.app.tasks, threads, self.clock)
+        self.executor = Executor(self.app.tasks, threads, self.clock, hooks=self._observability())
         self.acker = Acker(self.q, self._connect, self.channel)
         self.claimer = Claimer(self.q, self._connect, self.clock, cfg.queues)
         self.session = Session(
@@ -121,6 +132,15 @@ class Worker:
             dead_retention=cfg.dead_retention,
             interval=cfg.prune_interval,
         )
+        self.scheduler = cron.Scheduler(
+            self.app,
+            self._connect,
+            self.clock,
+            probe=maintenance,  # followers hold no connection of their own
+            interval=cfg.cron_interval,
+            leader_retry=cfg.cron_leader_retry,
+            retention=cfg.cron_history_retention,
+        )
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -130,7 +150,11 @@ class Worker:
             self._spawn(rescuer.loop(), "rescuer"),
             self._spawn(pruner.loop(), "pruner"),
             self._spawn(auditor.loop(), "auditor"),
+            *self._scheduler_tasks(),
         ]
+        if self.monitoring is not None:
+            for name, coro in self.monitoring.services(maintenance).items():
+                background.append(self._spawn(coro, name))
         claimer = self._spawn(self._claim_loop(), "claimer")
         try:
             await self._stop.wait()
@@ -145,9 +169,11 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            for service in (self.claimer, self.acker, rescuer, pruner, auditor):
+            for service in (self.claimer, self.acker, rescuer, pruner, auditor, self.scheduler):
                 await service.close()
             await self.session.close(unregister=not self._sync_left_running)
+            if self.monitoring is not None:
+                await self.monitoring.close()
             threads.shutdown()
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,6 +192,47 @@ class Worker:
                 return current_version(conn, self.app.schema)
 
         check_schema(await asyncio.to_thread(read_version), self.app.schema)
+
+    def _observability(self) -> HookChain:
+        """Applies the log format, starts the health server if configured (a port in use
+        fails here, before anything else started), and returns the job hooks: the app's
+        middleware, then job logging and (with a health port) metrics."""
+        cfg = self.config
+        if cfg.log_format is not None:
+            logs.use_format(cfg.log_format)
+        hooks: list[Middleware] = [*self.app.hooks.items, logs.job_logger()]
+        if cfg.health_port is not None:
+            from pgjobs.worker.monitoring import Monitoring
+
+            monitoring = Monitoring(
+                cfg,
+                self.clock,
+                self.database,
+                busy_slots=lambda: len(self._running),
+                state=self._state_check,
+            )
+            monitoring.start()
+            self.monitoring = monitoring
+            hooks.append(monitoring.metrics)
+        return HookChain(hooks)
+
+    def _state_check(self) -> Check:
+        """Whether this worker takes jobs: registered and not stopping (read from the
+        health server's thread)."""
+        if self._stopping or self._stop.is_set():
+            return Check(False, "shutting down")
+        session = getattr(self, "session", None)
+        worker_id = session.worker_id if session is not None else None
+        if session is None or not session.ready.is_set() or worker_id is None:
+            return Check(False, "not registered: the worker session is connecting")
+        return Check(True, f"worker {worker_id} registered")
+
+    def _scheduler_tasks(self) -> list[asyncio.Task[None]]:
+        """The cron scheduler runs in every worker but a burst one (which neither
+        registers schedules nor leads)."""
+        if not self.config.cron or self.config.burst:
+            return []
+        return [self._spawn(self.scheduler.loop(), "scheduler")]
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -274,6 +341,11 @@ class Worker:
             outcome = await self.executor.run(job)
         except asyncio.CancelledError:
             outcome = Outcome(job, Kind.RELEASED)
+        except Exception as exc:  # a failure outside the handler: never strand the job
+            log.exception("job %s (%s): could not be run; retrying it later", job.id, job.task)
+            message = f"pgjobs could not run the job: {describe_exception(exc)}"
+            record = error_record(job, "internal_error", message, self.clock.now(), exc)
+            outcome = Outcome(job, Kind.RETRY, INTERNAL_ERROR_BACKOFF.delay(job.attempt), record)
         finally:
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._slot_freed.set()

@@ -1,0 +1,37 @@
+"""`pgjobs workers ls`."""
+
+from __future__ import annotations
+
+import typer
+
+from pgjobs.cli import render
+from pgjobs.cli.common import Dsn, Json, Schema, err, out
+
+app = typer.Typer(no_args_is_help=True, help="Inspect worker processes.")
+
+
+@app.command("ls")
+def list_workers(json_out: Json = False, dsn: Dsn = None, schema: Schema = "pgjobs") -> None:
+    """List live worker processes with their last heartbeat."""
+    with render.admin_for(dsn, schema) as admin:
+        workers = admin.list_workers()
+    if json_out:
+        render.print_json(workers)
+        return
+    if not workers:
+        err.print("no workers running")
+        return
+    columns = ["ID", "HOST", ">PID", "QUEUES", ">BUSY", "STARTED", ">HEARTBEAT AGE"]
+    rows = [
+        (
+            worker.id,
+            worker.host,
+            worker.pid,
+            ", ".join(worker.queues) if worker.queues else "all",
+            f"{worker.running}/{worker.concurrency}",
+            worker.started_at,
+            worker.heartbeat_age,
+        )
+        for worker in workers
+    ]
+    out.print(render.table(None, columns, rows))

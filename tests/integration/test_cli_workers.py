@@ -1,0 +1,37 @@
+"""`pgjobs workers ls` through typer's CliRunner, with a real worker running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from cli_runner import pgjobs, pgjobs_json
+from worker_harness import running_worker
+
+import pgjobs as pgj
+from pgjobs.worker import WorkerConfig
+
+
+def test_ls_lists_live_workers_with_heartbeats(app: pgj.App, dsn: str) -> None:
+    assert pgjobs_json("workers", "ls", dsn=dsn) == []
+    assert "no workers running" in pgjobs("workers", "ls", dsn=dsn).stderr
+
+    async def main() -> tuple[object, str, int | None]:
+        config = WorkerConfig(queues=["email", "sms"], concurrency=3)
+        async with running_worker(app, config) as worker:
+            listed = await asyncio.to_thread(pgjobs_json, "workers", "ls", dsn=dsn)
+            table = await asyncio.to_thread(lambda: pgjobs("workers", "ls", dsn=dsn).stdout)
+            return listed, table, worker.session.worker_id
+
+    listed, table, worker_id = asyncio.run(main())
+    assert isinstance(listed, list)
+    assert len(listed) == 1
+    [entry] = listed
+    assert entry["id"] == worker_id
+    assert (entry["host"], entry["pid"]) == (socket.gethostname(), os.getpid())
+    assert (entry["queues"], entry["concurrency"], entry["running"]) == (["email", "sms"], 3, 0)
+    assert 0 <= entry["heartbeat_age"] < 60
+    assert "email, sms" in table
+    assert "0/3" in table
+    assert pgjobs_json("workers", "ls", dsn=dsn) == []  # unregistered at shutdown
