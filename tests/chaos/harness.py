@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from proctools import descendants
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -43,38 +44,6 @@ FIGURES: list[tuple[str, dict[str, Any]]] = []
 
 
 # --------------------------------------------------------------------------- processes
-def children_tree() -> dict[int, list[int]]:
-    """ppid -> pids, read from /proc."""
-    tree: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        tree[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
-    return tree
-
-
-def descendants(pid: int) -> list[int]:
-    tree = children_tree()
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in tree.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def rss_bytes(pid: int, field: str = "VmRSS") -> int:
