@@ -209,14 +209,6 @@ SELECT -g, 'bench.filler', 'bench', '[]', '{{}}', 0, 'succeeded', 1, 1, now(), n
        now(), NULL, NULL, '[]'
 FROM generate_series(%(start)s, %(stop)s) g
 
--- name: state_counts
--- Jobs per queue and state; finished states counted over the last `window`.
-SELECT queue, state::text, count(*) FROM {schema}.jobs GROUP BY 1, 2
-UNION ALL
-SELECT queue, state::text, count(*) FROM {schema}.job_history
-WHERE finished_at > now() - %(window)s::interval GROUP BY 1, 2
-ORDER BY 1, 2
-
 -- name: release_unknown_jobs
 -- Jobs claimed for this live worker that it does not hold: a claim whose reply was lost.
 -- They never started, so the attempt is given back.

@@ -35,7 +35,6 @@ class Acker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.written = 0
         self.unacked: set[int] = set()  # ids whose outcome is not written yet
 
     def submit(self, outcome: Outcome) -> None:
@@ -59,7 +58,6 @@ class Acker:
                     if self._conn is None or self._conn.closed:
                         self._conn = await self._connect()
                     await self._write(self._conn, batch)
-                    self.written += len(batch)
                     self.unacked.difference_update(outcome.job.id for outcome in batch)
                     batch = []
                     delay = 0.1
@@ -82,7 +80,6 @@ class Acker:
             try:
                 assert self._conn is not None
                 await self._write(self._conn, [outcome])
-                self.written += 1
                 self.unacked.discard(outcome.job.id)
             except psycopg.OperationalError:
                 self.submit(outcome)  # connection trouble after all: back to the retry path

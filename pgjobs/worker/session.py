@@ -53,7 +53,6 @@ class Session:
         self._on_connect = on_connect
         self.worker_id: int | None = None
         self.ready = asyncio.Event()
-        self.lost = asyncio.Event()  # set whenever a registered session drops
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def lock_key(self, worker_id: int) -> int:
@@ -69,7 +68,6 @@ class Session:
             except (psycopg.OperationalError, PgJobsError) as exc:
                 if self.worker_id is not None:
                     log.warning("worker %s lost its session connection: %s", self.worker_id, exc)
-                    self.lost.set()
                 else:
                     log.warning("cannot open the worker session, retrying in %.1fs: %s", delay, exc)
             self.ready.clear()
