@@ -165,6 +165,7 @@ class WorkerStatus:
     started_at: datetime
     heartbeat_at: datetime
     heartbeat_age: timedelta
+    lost_at: datetime | None  # set while its session is gone (rescue follows the grace)
 
 
 @dataclass(frozen=True)

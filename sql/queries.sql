@@ -114,8 +114,11 @@ SELECT nextval(%(sequence)s::regclass)
 SELECT pg_try_advisory_lock(%(key)s)
 
 -- name: register_worker
-INSERT INTO {schema}.workers (id, host, pid, queues, concurrency)
-VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s)
+-- Also a worker taking its own id back after a lost session: the row may still be there.
+INSERT INTO {schema}.workers (id, host, pid, queues, concurrency, rescue_grace)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s,
+        make_interval(secs => %(rescue_grace)s))
+ON CONFLICT (id) DO UPDATE SET lost_at = NULL, heartbeat_at = now()
 
 -- name: heartbeat
 UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s
@@ -125,20 +128,35 @@ WITH gone AS (DELETE FROM {schema}.workers WHERE id = %(id)s)
 SELECT pg_advisory_unlock(%(key)s)
 
 -- name: rescue_jobs
--- A worker holds a session advisory lock (namespace, worker id) for as long as it lives.
--- pg_locks is read after this statement's snapshot, so every job the snapshot shows as
--- running was claimed by a worker whose lock, if still held, appears here.
+-- A worker holds a session advisory lock (namespace, worker id) for as long as its session
+-- lives. pg_locks is read after this statement's snapshot, so every job the snapshot shows
+-- as running was claimed by a worker whose lock, if still held, appears here.
+-- A worker without its lock may still be running handlers and about to take its lock
+-- back: the first pass that sees it so stamps lost_at, and its jobs are rescued only once
+-- its rescue_grace has passed since then (the worker stops its handlers before that).
+-- A job whose worker row is gone has no such worker: it is rescued at once.
 WITH live AS (
     SELECT l.objid::bigint AS worker_id
     FROM pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.classid = %(namespace)s::oid
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), seen_lost AS (
+    UPDATE {schema}.workers w SET lost_at = now()
+    WHERE w.lost_at IS NULL AND w.id NOT IN (SELECT worker_id FROM live)
+), back AS (
+    UPDATE {schema}.workers w SET lost_at = NULL
+    WHERE w.lost_at IS NOT NULL AND w.id IN (SELECT worker_id FROM live)
+), expired AS (
+    SELECT w.id FROM {schema}.workers w
+    WHERE w.lost_at <= now() - w.rescue_grace AND w.id NOT IN (SELECT worker_id FROM live)
 ), orphans AS (
     SELECT j.id, j.worker_id
     FROM {schema}.jobs j
     WHERE j.state = 'running' AND j.worker_id NOT IN (SELECT worker_id FROM live)
-    FOR UPDATE SKIP LOCKED
+      AND (j.worker_id IN (SELECT id FROM expired)
+           OR NOT EXISTS (SELECT FROM {schema}.workers w WHERE w.id = j.worker_id))
+    FOR UPDATE OF j SKIP LOCKED
 ), rescued AS (
     UPDATE {schema}.jobs j
     SET state = 'queued', worker_id = NULL, run_at = now(),
@@ -149,7 +167,7 @@ WITH live AS (
     WHERE j.id = o.id
     RETURNING j.id, j.queue
 ), gone AS (
-    DELETE FROM {schema}.workers w WHERE w.id NOT IN (SELECT worker_id FROM live)
+    DELETE FROM {schema}.workers w WHERE w.id IN (SELECT id FROM expired)
 )
 SELECT r.id, pg_notify(%(channel)s, r.queue) FROM rescued r
 
@@ -655,7 +673,8 @@ FROM {schema}.task_stats(%(span)s::interval)
 ORDER BY task
 
 -- name: admin_workers
-SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, heartbeat_age
+SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, heartbeat_age,
+       lost_at
 FROM {schema}.worker_status
 ORDER BY id
 

@@ -12,7 +12,8 @@ app = typer.Typer(no_args_is_help=True, help="Inspect worker processes.")
 
 @app.command("ls")
 def list_workers(json_out: Json = False, dsn: Dsn = None, schema: Schema = "pgjobs") -> None:
-    """List live worker processes with their last heartbeat."""
+    """List registered worker processes with their last heartbeat; SESSION says "lost
+    since" while one's connection is gone (its jobs are rescued after its grace)."""
     with render.admin_for(dsn, schema) as admin:
         workers = admin.list_workers()
     if json_out:
@@ -21,7 +22,7 @@ def list_workers(json_out: Json = False, dsn: Dsn = None, schema: Schema = "pgjo
     if not workers:
         err.print("no workers running")
         return
-    columns = ["ID", "HOST", ">PID", "QUEUES", ">BUSY", "STARTED", ">HEARTBEAT AGE"]
+    columns = ["ID", "HOST", ">PID", "QUEUES", ">BUSY", "STARTED", ">HEARTBEAT AGE", "SESSION"]
     rows = [
         (
             worker.id,
@@ -31,6 +32,7 @@ def list_workers(json_out: Json = False, dsn: Dsn = None, schema: Schema = "pgjo
             f"{worker.running}/{worker.concurrency}",
             worker.started_at,
             worker.heartbeat_age,
+            f"lost since {worker.lost_at:%H:%M:%S}" if worker.lost_at else "ok",
         )
         for worker in workers
     ]

@@ -21,6 +21,11 @@ class WorkerConfig:
     poll_interval: float = 1.0  # fallback when no NOTIFY arrives; also re-reads paused queues
     heartbeat_interval: float = 5.0
     rescue_interval: float = 1.0
+    # A worker that loses its session has the first 40% of rescue_grace to take its id back
+    # (its jobs carry on), then stops their handlers (or exits, for sync ones). Its jobs are
+    # rescued once rescue_grace has passed since a rescuer saw its lock gone: this is also
+    # roughly how long a crashed worker's jobs wait.
+    rescue_grace: float = 5.0
     prune_interval: float = 60.0
     history_retention: timedelta = timedelta(days=7)  # succeeded and cancelled jobs
     dead_retention: timedelta = timedelta(days=30)
@@ -54,6 +59,8 @@ class WorkerConfig:
         for name in ("shutdown_grace", "poll_interval", "heartbeat_interval", "rescue_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.rescue_grace <= 0:
+            raise ValueError(f"rescue_grace must be positive, got {self.rescue_grace!r}")
         if self.cron_interval <= 0 or self.cron_leader_retry <= 0:
             raise ValueError("cron_interval and cron_leader_retry must be positive")
         if self.health_port is not None and not 0 <= self.health_port <= 65535:

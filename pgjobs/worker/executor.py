@@ -58,6 +58,7 @@ class Executor:
         self.clock = clock
         self.rng = rng or random.Random()
         self.hooks = hooks if hooks is not None and hooks.runs_jobs else None
+        self.in_threads: set[int] = set()  # ids of the jobs whose sync handler is running
         # Run `job` and return its outcome, with the middleware hooks around it if any.
         self.run: Callable[[Job], Awaitable[Outcome]] = (
             self._run if self.hooks is None else self._run_with_hooks
@@ -157,6 +158,13 @@ class Executor:
             raise JobTimeout(f"timed out after {task.timeout:g}s (cancelled)") from exc
 
     async def _run_sync(self, task: Task[Any, Any], job: Job) -> None:
+        self.in_threads.add(job.id)
+        try:
+            await self._run_in_thread(task, job)
+        finally:
+            self.in_threads.discard(job.id)
+
+    async def _run_in_thread(self, task: Task[Any, Any], job: Job) -> None:
         call = functools.partial(task.fn, *job.args, **job.kwargs)
         future = self.threads.submit(functools.partial(contextvars.copy_context().run, call))
         if task.timeout is None:

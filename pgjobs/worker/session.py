@@ -1,9 +1,12 @@
 """The worker's one session connection: identity, liveness lock, LISTEN and heartbeat.
 
 The worker registers under a fresh id and holds a session advisory lock on it for as long
-as this connection lives. Rescuers treat a running job whose worker's lock is gone as
-orphaned. If the connection drops, the lock is gone with it, so the session comes back
-under a new id and the jobs claimed under the old id are left to rescue.
+as this connection lives. Rescuers treat a running job whose worker's lock has been gone
+for the worker's rescue grace as orphaned. If the connection drops, the session tries,
+for the first part of that grace (REATTACH_SHARE), to take the same id's lock back, and
+the worker's jobs carry on untouched. If it cannot, it hands the old id to `on_fenced`,
+which must stop every handler of that id's jobs before the grace is over, and registers
+under a new id; the old id's jobs are left to rescue.
 This connection must be direct or go through a session-mode pooler (not transaction mode).
 """
 
@@ -27,6 +30,17 @@ log = logging.getLogger("pgjobs.worker")
 
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
+# Of the rescue grace, the share spent trying to take the lost id back, and the share the
+# worker's handlers then get to stop. The rest is margin for the rescuer noticing late.
+REATTACH_SHARE = 0.4
+FENCE_SHARE = 0.3
+REATTACH_RETRY = 0.1
+
+
+class LockTaken(PgJobsError):
+    """The lost id's lock is still held: the server has not yet noticed our old connection
+    is gone (while it holds the lock, nothing of ours is rescued)."""
+
 
 class Session:
     def __init__(
@@ -39,8 +53,11 @@ class Session:
         queues: Sequence[str] | None,
         concurrency: int,
         heartbeat_interval: float,
+        rescue_grace: float,
         on_notify: Callable[[str], None],
         on_connect: Callable[[], None],
+        on_fenced: Callable[[int], Awaitable[None]],
+        monotonic: Callable[[], float],
     ):
         self.q = queries
         self._connect = connect
@@ -49,8 +66,11 @@ class Session:
         self.queues = list(queues) if queues is not None else None
         self.concurrency = concurrency
         self.heartbeat_interval = heartbeat_interval
+        self.rescue_grace = rescue_grace
         self._on_notify = on_notify
         self._on_connect = on_connect
+        self._on_fenced = on_fenced
+        self._monotonic = monotonic
         self.worker_id: int | None = None
         self.ready = asyncio.Event()
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -60,27 +80,79 @@ class Session:
 
     async def run(self) -> None:
         delay = 0.2
+        lost_since: float | None = None  # when the session of `worker_id` was lost
         while True:
             try:
-                await self._open()
-                delay = 0.2
-                await self._listen()
-            except (psycopg.OperationalError, PgJobsError) as exc:
-                if self.worker_id is not None:
-                    log.warning("worker %s lost its session connection: %s", self.worker_id, exc)
+                if lost_since is None:
+                    await self._open(None)
                 else:
+                    window = self.rescue_grace * REATTACH_SHARE
+                    left = lost_since + window - self._monotonic()
+                    await asyncio.wait_for(self._open(self.worker_id), max(left, 0.001))
+                    log.warning(
+                        "worker %s took its session back after %.2fs; its jobs carry on",
+                        self.worker_id,
+                        self._monotonic() - lost_since,
+                    )
+                delay = 0.2
+                lost_since = None
+                await self._listen()
+            except (psycopg.OperationalError, PgJobsError, TimeoutError) as exc:
+                if lost_since is None and self.worker_id is not None:
+                    log.warning("worker %s lost its session connection: %s", self.worker_id, exc)
+                    lost_since = self._monotonic()
+                elif lost_since is None:
                     log.warning("cannot open the worker session, retrying in %.1fs: %s", delay, exc)
             self.ready.clear()
-            self.worker_id = None
             await self._discard()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            if lost_since is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            elif self._monotonic() - lost_since < self.rescue_grace * REATTACH_SHARE:
+                await asyncio.sleep(REATTACH_RETRY)
+            else:
+                lost, self.worker_id, lost_since = self.worker_id, None, None
+                assert lost is not None
+                log.error(
+                    "worker %s could not take its session back within %.1fs: stopping its "
+                    "handlers; its jobs will be rescued",
+                    lost,
+                    self.rescue_grace * REATTACH_SHARE,
+                )
+                await self._on_fenced(lost)
 
-    async def _open(self) -> None:
+    async def _open(self, reattach: int | None) -> None:
+        """Connect, lock a worker id (`reattach`, or a fresh one), register and LISTEN."""
         conn = await self._connect()
         self._conn = conn
         q = self.q
         cur = conn.cursor()
+        if reattach is not None:
+            await cur.execute(q["try_worker_lock"], {"key": self.lock_key(reattach)})
+            locked = await cur.fetchone()
+            if not (locked and locked[0]):
+                raise LockTaken(f"the lock of worker {reattach} is still held")
+            candidate = reattach
+        else:
+            candidate = await self._lock_fresh_id(cur)
+        params = {
+            "id": candidate,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "rescue_grace": self.rescue_grace,
+        }
+        await cur.execute(q["register_worker"], params)
+        await cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        self.worker_id = candidate
+        self.ready.set()
+        if reattach is None:
+            log.info("worker %s registered (pid %s)", candidate, os.getpid())
+        self._on_connect()  # notifications may have been missed while disconnected
+
+    async def _lock_fresh_id(self, cur: psycopg.AsyncCursor[Any]) -> int:
+        q = self.q
         for _ in range(100):
             await cur.execute(q["reserve_worker_id"], {"sequence": q.sequence("worker_id_seq")})
             row = await cur.fetchone()
@@ -89,22 +161,8 @@ class Session:
             await cur.execute(q["try_worker_lock"], {"key": self.lock_key(candidate)})
             locked = await cur.fetchone()
             if locked and locked[0]:
-                break
-        else:  # pragma: no cover - would need 100 live workers on consecutive ids
-            raise PgJobsError("could not find a free worker id")
-        params = {
-            "id": candidate,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "queues": self.queues,
-            "concurrency": self.concurrency,
-        }
-        await cur.execute(q["register_worker"], params)
-        await cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        self.worker_id = candidate
-        self.ready.set()
-        log.info("worker %s registered (pid %s)", candidate, os.getpid())
-        self._on_connect()  # notifications may have been missed while disconnected
+                return candidate
+        raise PgJobsError("could not find a free worker id")  # 100 live ids in a row
 
     async def _listen(self) -> None:
         conn = self._conn

@@ -36,7 +36,7 @@ from pgjobs.worker.maintenance import SharedConnection
 from pgjobs.worker.outcome import Kind, Outcome, describe_exception, error_record
 from pgjobs.worker.pruner import Pruner
 from pgjobs.worker.rescuer import Rescuer
-from pgjobs.worker.session import Session
+from pgjobs.worker.session import FENCE_SHARE, Session
 from pgjobs.worker.threads import ThreadRunner
 
 if TYPE_CHECKING:
@@ -48,6 +48,11 @@ log = logging.getLogger("pgjobs.worker")
 # Retry delays of a job whose run failed outside its handler (say, an exception object that
 # breaks the executor): it is retried, visibly, instead of left `running` under a live worker.
 INTERNAL_ERROR_BACKOFF = Backoff(initial=5, factor=2, max=300)
+
+# Exit status of a worker that lost its session for good while handlers it cannot stop (sync
+# ones) still ran: exiting is the only way to keep their jobs from running twice at once.
+# The supervisor (or the process manager) starts a fresh process.
+EXIT_FENCED = 75
 
 
 class Worker:
@@ -62,6 +67,7 @@ class Worker:
         self.channel = db.notify_channel(app.schema)
         self.lock_namespace = db.lock_namespace(app.schema, "worker")
         self._running: dict[asyncio.Task[None], Job] = {}
+        self._fenced: set[asyncio.Task[None]] = set()  # cancelled because their session is lost
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -100,8 +106,11 @@ class Worker:
             queues=cfg.queues,
             concurrency=cfg.concurrency,
             heartbeat_interval=cfg.heartbeat_interval,
+            rescue_grace=cfg.rescue_grace,
             on_notify=self._on_notify,
             on_connect=self._wakeup.set,
+            on_fenced=self._fence,
+            monotonic=self.clock.monotonic,
         )
         # Rescuer, auditor and pruner share one connection: four per worker process in all.
         maintenance = SharedConnection(self._connect).get
@@ -260,6 +269,30 @@ class Worker:
         else:
             loop.call_soon_threadsafe(self._stop.set)
 
+    async def _fence(self, worker_id: int) -> None:
+        """The session of `worker_id` is gone for good and its jobs will be rescued once its
+        rescue grace has passed: stop their handlers well before then, or exit."""
+        held = {task: job for task, job in self._running.items() if job.worker_id == worker_id}
+        if not held:
+            return
+        in_threads = [job.id for job in held.values() if job.id in self.executor.in_threads]
+        if in_threads:
+            self._exit_fenced(f"sync handler(s) of job(s) {in_threads[:20]} cannot be stopped")
+        self._fenced.update(held)
+        for task in held:
+            task.cancel()
+        _, pending = await asyncio.wait(held, timeout=self.config.rescue_grace * FENCE_SHARE)
+        if pending:
+            self._exit_fenced(f"{len(pending)} async handler(s) did not stop when cancelled")
+        log.warning("stopped %d job(s) of worker %s; they will be rescued", len(held), worker_id)
+
+    def _exit_fenced(self, why: str) -> None:
+        log.critical("lost the worker session for good and %s: exiting so that their jobs can "
+                     "be rescued without running twice at once", why)  # fmt: skip
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FENCED)
+
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
         if self._signals == 1:
@@ -337,9 +370,13 @@ class Worker:
         return {job.id for job in self._running.values()} | self.acker.unacked
 
     async def _run_job(self, job: Job) -> None:
+        me: asyncio.Task[None] = asyncio.current_task()  # type: ignore[assignment]
         try:
             outcome = await self.executor.run(job)
         except asyncio.CancelledError:
+            if me in self._fenced:  # its session is lost: the rescue writes why it reruns
+                self._fenced.discard(me)
+                return
             outcome = Outcome(job, Kind.RELEASED)
         except Exception as exc:  # a failure outside the handler: never strand the job
             log.exception("job %s (%s): could not be run; retrying it later", job.id, job.task)
@@ -347,7 +384,7 @@ class Worker:
             record = error_record(job, "internal_error", message, self.clock.now(), exc)
             outcome = Outcome(job, Kind.RETRY, INTERNAL_ERROR_BACKOFF.delay(job.attempt), record)
         finally:
-            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._running.pop(me, None)
             self._slot_freed.set()
             if self.config.burst:
                 self._wakeup.set()
