@@ -127,6 +127,10 @@ UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s
 WITH gone AS (DELETE FROM {schema}.workers WHERE id = %(id)s)
 SELECT pg_advisory_unlock(%(key)s)
 
+-- name: forget_worker
+-- The row of a worker stopping after its session (and so its lock) was lost.
+DELETE FROM {schema}.workers WHERE id = %(id)s
+
 -- name: rescue_jobs
 -- A worker holds a session advisory lock (namespace, worker id) for as long as its session
 -- lives. pg_locks is read after this statement's snapshot, so every job the snapshot shows

@@ -50,6 +50,15 @@ def worker(
             "--shutdown-grace", min=0, help="Seconds running jobs get to finish on SIGTERM."
         ),
     ] = 30.0,
+    rescue_grace: Annotated[
+        float,
+        typer.Option(
+            "--rescue-grace",
+            min=0.1,
+            help="Seconds a worker that lost its database session has to get it back "
+            "before its running jobs are rescued (it stops them first).",
+        ),
+    ] = 5.0,
     health_port: Annotated[
         int | None,
         typer.Option(
@@ -88,6 +97,7 @@ def worker(
             concurrency=concurrency,
             burst=burst,
             shutdown_grace=shutdown_grace,
+            rescue_grace=rescue_grace,
             health_port=health_port,
             health_host=health_host,
             health_port_span=processes,

@@ -35,6 +35,7 @@ Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 REATTACH_SHARE = 0.4
 FENCE_SHARE = 0.3
 REATTACH_RETRY = 0.1
+UNREGISTER_TIMEOUT = 5.0
 
 
 class LockTaken(PgJobsError):
@@ -179,13 +180,25 @@ class Session:
 
     async def close(self, *, unregister: bool) -> None:
         """End the session; with `unregister`, drop the worker row and its lock first."""
-        conn, worker_id = self._conn, self.worker_id
+        worker_id = self.worker_id
         self.ready.clear()
-        if unregister and conn is not None and worker_id is not None and not conn.closed:
-            try:
-                await conn.execute(
-                    self.q["unregister_worker"], {"id": worker_id, "key": self.lock_key(worker_id)}
-                )
-            except psycopg.Error as exc:
-                log.warning("could not unregister worker %s: %s", worker_id, exc)
+        if unregister and worker_id is not None:
+            await self._unregister(worker_id)
         await self._discard()
+
+    async def _unregister(self, worker_id: int) -> None:
+        conn = self._conn
+        params = {"id": worker_id, "key": self.lock_key(worker_id)}
+        try:
+            if conn is not None and not conn.closed:
+                await conn.execute(self.q["unregister_worker"], params)
+                return
+        except psycopg.Error as exc:
+            log.debug("unregistering on the session connection failed: %s", exc)
+        # Stopping while the session is lost: its lock went with it, only the row is left.
+        try:
+            fresh = await asyncio.wait_for(self._connect(), UNREGISTER_TIMEOUT)
+            async with fresh:
+                await fresh.execute(self.q["forget_worker"], params)
+        except (psycopg.Error, PgJobsError, TimeoutError) as exc:
+            log.warning("could not unregister worker %s: %s", worker_id, exc)

@@ -2,13 +2,14 @@
 
 Four `pgjobs worker` processes drain 8,000 jobs; every 0.5-1 s every backend of one of them,
 chosen at random, is terminated: its session (liveness lock and LISTEN), claim, ack and
-maintenance connections at once. The process must carry on (it registers again under a new
-id); nothing may be lost, and a job may run again only if it was running on the worker that
-lost its session.
+maintenance connections at once. The process must carry on (it takes its worker id back, or
+registers a new one); nothing may be lost, no job may run alongside itself, and a job may
+run again only if it was running on a worker that lost its session.
 
-The companion test shows, deterministically, what pgjobs cannot promise today: a handler
-still running when its worker's session is cut is not stopped, while its job is rescued and
-run again elsewhere, so the two runs overlap.
+The two companion tests pin down both ways out of a lost session, one job at a time: the
+worker takes its id back within its rescue grace and its jobs carry on, or it cannot (the
+database refuses new connections) and stops the job's handler before the grace ends, so the
+rescued job's second run never overlaps the first.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from harness import (
     Conn,
     Proc,
     Procs,
+    allow_connections,
     check,
     enqueue_jobs,
     jobs_left,
     no_worker_rows,
     read_runs,
     record,
+    scalar,
     terminate,
     wait_for,
     worker_ids,
@@ -69,11 +72,12 @@ def test_cutting_a_live_workers_connections_repeatedly_loses_nothing(
         for proc in workers:
             assert proc.running(), f"{proc.appname} died:\n{proc.output()[-3000:]}"
 
-    # Each process is registered again, and the rows of its lost sessions are gone (the
-    # rescuers remove them with the rescue of their jobs).
+    # Each process is registered once, not marked lost; the rows of sessions it could not
+    # take back are gone (the rescuers remove them with the rescue of their jobs).
     def registered_once() -> bool:
         now = worker_ids(db)
-        return len(now) == 4 and all(len(ids_) == 1 and not ids_ & lost for ids_ in now.values())
+        marked = scalar(db, "SELECT count(*) FROM pgjobs.workers WHERE lost_at IS NOT NULL")
+        return len(now) == 4 and all(len(ids_) == 1 for ids_ in now.values()) and not marked
 
     wait_for("one registration per worker process", registered_once, 60)
     for proc in workers:
@@ -82,7 +86,7 @@ def test_cutting_a_live_workers_connections_repeatedly_loses_nothing(
         assert proc.wait(60) == 0, proc.output()[-3000:]
     no_worker_rows(db)
 
-    figures = check(db, ids, read_runs(chaos_dir), lost_workers=lost, concurrency_allowed=True)
+    figures = check(db, ids, read_runs(chaos_dir), lost_workers=lost)
     assert cuts >= 8, f"only {cuts} cuts: the drain was too quick to test anything"
     record(
         "connections cut",
@@ -93,33 +97,68 @@ def test_cutting_a_live_workers_connections_repeatedly_loses_nothing(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pgjobs treats a lost session as a dead worker: its jobs are rescued and rerun "
-    "while the live process's handlers still run (no fencing); see the README's Reliability",
-)
+def _owner(procs: list[Proc], chaos_dir: Path, job: int) -> Proc:
+    [first] = read_runs(chaos_dir).starts[job]
+    return next(proc for proc in procs if proc.pid == first.pid)
+
+
 @pytest.mark.timeout(120)
-def test_a_job_never_runs_concurrently_with_itself_when_its_workers_session_is_cut(
+def test_a_worker_that_takes_its_session_back_keeps_running_its_jobs(
     procs: Procs, db: Conn, chaos_dir: Path
 ) -> None:
-    [job] = enqueue_jobs(db, [(chaosapp.WORK_ASYNC, {"ms": 10, "first_attempt_ms": 10_000})])
-    victim = procs.worker("--concurrency", "2", name="victim")
-    other = procs.worker("--concurrency", "2", name="other")
+    """Every connection of the job's worker is cut while the job runs for 8 s, far past the
+    worker's 2 s rescue grace: the worker takes its id back at once, so the job is not
+    rescued and runs exactly once."""
+    [job] = enqueue_jobs(db, [(chaosapp.WORK_ASYNC, {"ms": 8_000})])
+    workers = [procs.worker("--rescue-grace", "2", name=f"w{n}") for n in range(2)]
     wait_for("both workers", lambda: len(worker_ids(db)) == 2, 60)
+    wait_for("the job to start", lambda: bool(read_runs(chaos_dir).starts.get(job)), 30)
+    owner = _owner(workers, chaos_dir, job)
+    before = worker_ids(db)[owner.pid]
+    assert terminate(db, owner.appname) >= 1
+    wait_for("the job to finish", lambda: jobs_left(db) == 0, 60)
 
-    def started() -> bool:
-        return bool(read_runs(chaos_dir).starts.get(job))
-
-    wait_for("the job to start", started, 30)
-    [first] = read_runs(chaos_dir).starts[job]
-    owner = victim if first.pid == victim.pid else other
-    terminate(db, owner.appname)  # the process lives on; its handler keeps running
-
-    def finished() -> bool:
-        return jobs_left(db) == 0 and len(read_runs(chaos_dir).ends(job)) == 2
-
-    wait_for("both runs to finish", finished, 60)
     runs = read_runs(chaos_dir)
-    second = runs.starts[job][-1]
-    print(f"run 1 started {first.at:.3f}, run 2 started {second.at:.3f}")
+    assert [(s.attempt, s.pid) for s in runs.starts[job]] == [(1, owner.pid)]
+    assert worker_ids(db)[owner.pid] == before  # the same id, taken back
+    figures = check(db, [job], runs)
+    assert figures.reruns == 0
+    assert "took its session back" in owner.output()
+
+
+@pytest.mark.parametrize("task", [chaosapp.WORK_ASYNC, chaosapp.WORK])
+@pytest.mark.timeout(120)
+def test_a_worker_that_cannot_get_its_session_back_stops_the_job_before_it_is_rescued(
+    procs: Procs, db: Conn, dsn: str, chaos_dir: Path, task: str
+) -> None:
+    """The job's worker loses every connection while the database refuses new ones, so it
+    cannot take its id back. It cancels an async handler, or exits (code 75) to stop a sync
+    one, before its 3 s grace ends; only then is the job rescued and run again elsewhere,
+    never alongside the first run."""
+    [job] = enqueue_jobs(db, [(task, {"ms": 10, "first_attempt_ms": 60_000})])
+    workers = [procs.worker("--rescue-grace", "3", name=f"w{n}") for n in range(2)]
+    wait_for("both workers", lambda: len(worker_ids(db)) == 2, 60)
+    wait_for("the job to start", lambda: bool(read_runs(chaos_dir).starts.get(job)), 30)
+    owner = _owner(workers, chaos_dir, job)
+    lost = worker_ids(db)[owner.pid]
+    allow_connections(dsn, False)
+    try:
+        assert terminate(db, owner.appname) >= 1
+        cut = time.monotonic()
+        if task == chaosapp.WORK:
+            assert owner.wait(3) == 75, owner.output()[-3000:]
+        else:
+            wait_for("the handler to be cancelled", lambda: read_runs(chaos_dir).cancels(job), 3)
+        stopped = time.monotonic() - cut
+        assert scalar(db, "SELECT state::text FROM pgjobs.jobs WHERE id = %s", (job,)) == "running"
+    finally:
+        allow_connections(dsn, True)
+    wait_for("the job to run again and finish", lambda: jobs_left(db) == 0, 60)
+
+    runs = read_runs(chaos_dir)
+    first, second = runs.starts[job]
+    print(f"first run stopped {stopped:.2f}s after the cut; rerun {second.at - first.at:.2f}s")
     assert second.locked, "the rerun started while the first run was still running"
+    figures = check(db, [job], runs, lost_workers=lost)
+    assert figures.reruns == 1
+    assert "could not take its session back" in owner.output()

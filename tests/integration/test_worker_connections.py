@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from worker_harness import WAIT, running_worker, sync_check, until
 
 import pgjobs
@@ -58,14 +60,27 @@ async def _terminate(conn: psycopg.AsyncConnection[Any], pids: list[int]) -> int
     return int(rows[0][0])
 
 
+async def _allow_connections(dsn: str, allow: bool) -> None:
+    """Let new connections into the test's database, or refuse them all (an outage, as
+    the worker sees it; connections already open carry on)."""
+    name = conninfo_to_dict(dsn)["dbname"]
+    async with await psycopg.AsyncConnection.connect(
+        make_conninfo(dsn, dbname="postgres"), autocommit=True
+    ) as conn:
+        await conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(str(name)), sql.Literal(allow)
+            )
+        )
+
+
 @pytest.mark.timeout(60)
-def test_session_loss_reregisters_relistens_and_still_wakes_on_notify(
+def test_session_loss_takes_the_same_id_back_relistens_and_still_wakes_on_notify(
     app: pgjobs.App, db: psycopg.Connection[Any]
 ) -> None:
     ran: list[int] = []
-    ids: dict[str, int] = {}
 
-    async def main() -> None:
+    async def main() -> int:
         done = asyncio.Event()
 
         @app.task(name="conn.wake")
@@ -98,97 +113,147 @@ def test_session_loss_reregisters_relistens_and_still_wakes_on_notify(
 
             assert await _terminate(mon, [pid]) == 1
 
-            def reregistered() -> bool:
-                session = worker.session
-                return session.ready.is_set() and session.worker_id not in (None, first)
+            async def taken_back() -> bool:
+                new_pid = await _session_pid(mon, first)
+                return worker.session.ready.is_set() and new_pid not in (None, pid)
 
-            await until(sync_check(reregistered), "a new worker session")
-            second = worker.session.worker_id
-            assert second is not None
-            new_pid = await _session_pid(mon, second)
-            assert new_pid is not None
-            assert new_pid != pid
-            assert await _session_pid(mon, first) is None
+            await until(taken_back, "the worker to take its id back")
+            assert worker.session.worker_id == first
+            new_pid = await _session_pid(mon, first)
             query = await _rows(mon, "SELECT query FROM pg_stat_activity WHERE pid = %s", new_pid)
             assert query == [('LISTEN "pgjobs.jobs"',)]
-
-            async def only_new_row() -> bool:
-                return await _rows(mon, "SELECT id FROM pgjobs.workers") == [(second,)]
-
-            # The old row goes with the rescuer's next pass (its lock is gone).
-            await until(only_new_row, "the lost worker's row to be removed")
+            # One row, not marked lost (a rescuer pass may have marked it for a moment).
+            await asyncio.sleep(0.3)
+            assert await _rows(mon, "SELECT id, lost_at FROM pgjobs.workers") == [(first, None)]
 
             await asyncio.sleep(1.5)  # let the claim loop go idle again
             await mon.execute("SELECT pgjobs.enqueue(task => 'conn.wake', args => '[2]')")
             await asyncio.wait_for(done.wait(), WAIT)
-            ids.update(first=first, second=second)
+        return first
 
-    asyncio.run(main())
+    first = asyncio.run(main())
     assert ran == [1, 2]
     rows = db.execute("SELECT worker_id, state FROM pgjobs.job_history ORDER BY id").fetchall()
-    assert rows == [(ids["first"], "succeeded"), (ids["second"], "succeeded")]
+    assert rows == [(first, "succeeded"), (first, "succeeded")]
     assert db.execute("SELECT count(*) FROM pgjobs.workers").fetchone() == (0,)
 
 
 @pytest.mark.timeout(60)
-def test_job_running_when_session_is_lost_is_rescued_and_rerun(
+def test_job_running_when_the_session_is_cut_carries_on_and_runs_once(
     app: pgjobs.App, db: psycopg.Connection[Any]
 ) -> None:
-    """The first run's worker id is gone with the session: the job is rescued and run
-    again (attempt 2) under the new id; the first run's late ack changes nothing."""
+    """The worker takes its id back within the grace: its running job is not rescued, even
+    long after the grace, and its ack (under the same id) lands."""
     runs: list[tuple[int, int]] = []
 
     async def main() -> tuple[int, int]:
         started = asyncio.Event()
         release = asyncio.Event()
-        first_finished = asyncio.Event()
 
-        @app.task(name="conn.rerun")
-        async def rerun() -> None:
+        @app.task(name="conn.carry_on")
+        async def carry_on() -> None:
             job = pgjobs.current_job()
             runs.append((job.attempt, job.worker_id))
-            if job.attempt == 1:
-                started.set()
-                await release.wait()
-                first_finished.set()
+            started.set()
+            await release.wait()
 
-        config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1)
+        config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1, rescue_grace=1.0)
         async with (
             running_worker(app, config) as worker,
             await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
         ):
-            job_id = await rerun.enqueue_async()
+            job_id = await carry_on.enqueue_async()
             await asyncio.wait_for(started.wait(), WAIT)
             first = worker.session.worker_id
             assert first is not None
             pid = await _session_pid(mon, first)
             assert pid is not None
-            await _terminate(mon, [pid])
-
-            async def rerun_finished() -> bool:
-                rows = await _rows(
-                    mon, "SELECT state FROM pgjobs.job_history WHERE id = %s", job_id
-                )
-                return rows == [("succeeded",)]
-
-            await until(rerun_finished, "the rescued job to run again and succeed")
+            assert await _terminate(mon, [pid]) == 1
+            await asyncio.sleep(2.5)  # well past the grace, under rescuer passes every 0.1 s
+            assert worker.session.worker_id == first
+            assert await _rows(
+                mon, "SELECT state, worker_id FROM pgjobs.jobs WHERE id = %s", job_id
+            ) == [("running", first)]
             release.set()
-            await asyncio.wait_for(first_finished.wait(), WAIT)
-            await asyncio.wait_for(worker.acker.flushed(), WAIT)  # the stale ack, written
+            await asyncio.wait_for(worker.acker.flushed(), WAIT)
         return job_id, first
 
     job_id, first = asyncio.run(main())
-    assert [attempt for attempt, _ in runs] == [1, 2]
-    assert runs[0][1] == first
-    assert runs[1][1] != first
-    state, attempt, worker_id, errors = db.execute(
+    assert runs == [(1, first)]
+    row = db.execute(
         "SELECT state, attempt, worker_id, errors FROM pgjobs.job_history WHERE id = %s",
         (job_id,),
+    ).fetchone()
+    assert row == ("succeeded", 1, first, [])
+
+
+@pytest.mark.timeout(60)
+def test_worker_that_cannot_get_its_session_back_stops_its_handlers_before_the_rescue(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    """New connections are refused, so the worker cannot take its id back: it cancels its
+    async handlers (fencing) within the grace; the job is rescued only after that, and its
+    second run starts after the first one ended."""
+    events: list[tuple[str, int, float]] = []
+
+    async def main() -> tuple[int, int]:
+        started = asyncio.Event()
+
+        @app.task(name="conn.fenced")
+        async def fenced() -> None:
+            job = pgjobs.current_job()
+            events.append(("start", job.attempt, time.monotonic()))
+            started.set()
+            try:
+                if job.attempt == 1:
+                    await asyncio.sleep(60)
+            finally:
+                events.append(("end", job.attempt, time.monotonic()))
+
+        grace = 2.0
+        config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1, rescue_grace=grace)
+        async with (
+            running_worker(app, config) as worker,
+            await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
+        ):
+            job_id = await fenced.enqueue_async()
+            await asyncio.wait_for(started.wait(), WAIT)
+            first = worker.session.worker_id
+            assert first is not None
+            pid = await _session_pid(mon, first)
+            assert pid is not None
+            await _allow_connections(app.database.dsn, False)
+            try:
+                assert await _terminate(mon, [pid]) == 1
+                cut = time.monotonic()
+
+                async def stopped() -> bool:
+                    return any(kind == "end" for kind, _, _ in events)
+
+                await until(stopped, "the handler to be cancelled", limit=grace)
+                assert events[-1][2] - cut < grace * 0.8  # the reattach window and a bit
+                rows = await _rows(mon, "SELECT state FROM pgjobs.jobs WHERE id = %s", job_id)
+                assert rows == [("running",)]  # not yet rescued
+            finally:
+                await _allow_connections(app.database.dsn, True)
+
+            await until(
+                sync_check(lambda: [e[:2] for e in events][-1:] == [("end", 2)]),
+                "the rescued job to run again",
+            )
+            second = worker.session.worker_id
+            assert second not in (None, first)
+            await asyncio.wait_for(worker.acker.flushed(), WAIT)
+        return job_id, first
+
+    job_id, first = asyncio.run(main())
+    assert [e[:2] for e in events] == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    state, attempt, errors = db.execute(
+        "SELECT state, attempt, errors FROM pgjobs.job_history WHERE id = %s", (job_id,)
     ).fetchone()  # type: ignore[misc]
-    assert (state, attempt, worker_id) == ("succeeded", 2, runs[1][1])
+    assert (state, attempt) == ("succeeded", 2)
     assert [(e["kind"], e["attempt"]) for e in errors] == [("worker_lost", 1)]
     assert f"worker {first} was lost" in errors[0]["error"]
-    assert db.execute("SELECT count(*) FROM pgjobs.jobs").fetchone() == (0,)
 
 
 async def _flow_with_kills(

@@ -343,7 +343,8 @@ def test_stop_past_grace_leaves_a_sync_job_to_the_rescuer(
 ) -> None:
     """A thread cannot be cancelled: run_async returns with the sync handler still running.
     The job stays `running` under the old worker id, whose lock went with the session, so
-    the next rescue pass hands it back; the late handler's result is never recorded.
+    the first rescue pass after the worker's rescue grace hands it back; the late handler's
+    result is never recorded.
     (`Worker.run()` exits the process at this point, which ends the thread too.)"""
     started = threading.Event()
     release = threading.Event()
@@ -358,7 +359,7 @@ def test_stop_past_grace_leaves_a_sync_job_to_the_rescuer(
     job_id = overrun.enqueue()
 
     async def main() -> int:
-        worker = Worker(app, WorkerConfig(shutdown_grace=0.1))
+        worker = Worker(app, WorkerConfig(shutdown_grace=0.1, rescue_grace=0.3))
         runner = asyncio.create_task(worker.run_async())
         assert await asyncio.to_thread(started.wait, WAIT)
         worker_id = worker.session.worker_id
@@ -380,7 +381,7 @@ def test_stop_past_grace_leaves_a_sync_job_to_the_rescuer(
     ).fetchone()
     assert lock_held == (0,)
 
-    async def rescue() -> int:
+    async def rescue() -> list[int]:
         rescuer = Rescuer(
             app.database.queries,
             lambda: pgdb.connect_async(app.database.dsn),
@@ -389,11 +390,13 @@ def test_stop_past_grace_leaves_a_sync_job_to_the_rescuer(
             channel=pgdb.notify_channel("pgjobs"),
         )
         try:
-            return await rescuer.run_once(app.clock.now())
+            first = await rescuer.run_once(app.clock.now())  # sees the lock gone: marks it
+            await asyncio.sleep(0.4)
+            return [first, await rescuer.run_once(app.clock.now())]
         finally:
             await rescuer.close()
 
-    assert asyncio.run(rescue()) == 1
+    assert asyncio.run(rescue()) == [0, 1]
     release.set()
     assert finished.wait(WAIT)
     row = db.execute("SELECT state, worker_id, errors FROM pgjobs.jobs WHERE id = %s", (job_id,))

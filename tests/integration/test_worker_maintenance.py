@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,23 +108,50 @@ def _insert_running(db: psycopg.Connection[Any], worker_id: int, queue: str) -> 
     return int(row[0])
 
 
-def _insert_worker(db: psycopg.Connection[Any], worker_id: int) -> None:
+def _insert_worker(db: psycopg.Connection[Any], worker_id: int, grace: float = 5.0) -> None:
     db.execute(
-        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency)"
-        " VALUES (%s, 'test-host', 1, NULL, 1)",
-        (worker_id,),
+        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency, rescue_grace)"
+        " VALUES (%s, 'test-host', 1, NULL, 1, make_interval(secs => %s))",
+        (worker_id, grace),
     )
 
 
+def _lost_at(db: psycopg.Connection[Any]) -> dict[int, bool]:
+    """Whether each worker row is marked lost."""
+    rows = db.execute("SELECT id, lost_at IS NOT NULL FROM pgjobs.workers").fetchall()
+    return dict(rows)
+
+
+def _rescue(app: pgjobs.App, dsn: str, passes: int = 1) -> list[int]:
+    async def main() -> list[int]:
+        rescuer = Rescuer(
+            app.database.queries,
+            lambda: pgdb.connect_async(dsn),
+            pgjobs.FrozenClock(NOW),
+            lock_namespace=NAMESPACE,
+            channel=pgdb.notify_channel("pgjobs"),
+        )
+        try:
+            return [await rescuer.run_once(NOW) for _ in range(passes)]
+        finally:
+            await rescuer.close()
+
+    return asyncio.run(main())
+
+
 @pytest.mark.timeout(60)
-def test_rescuer_requeues_jobs_of_lost_workers_only(
+def test_rescuer_requeues_jobs_of_lost_workers_only_after_their_grace(
     app: pgjobs.App, dsn: str, db: psycopg.Connection[Any]
 ) -> None:
-    lost_worker, live_worker = 999_999, 4242
+    """A worker whose lock is gone is stamped lost on the first pass that sees it; its jobs
+    are rescued once its own rescue_grace (database time) has passed since then."""
+    lost_worker, live_worker, slow_worker = 999_999, 4242, 777
     lost_job = _insert_running(db, lost_worker, "rescue-q")
     live_job = _insert_running(db, live_worker, "rescue-q")
-    _insert_worker(db, lost_worker)
-    _insert_worker(db, live_worker)
+    slow_job = _insert_running(db, slow_worker, "rescue-q")
+    _insert_worker(db, lost_worker, grace=0.5)
+    _insert_worker(db, live_worker, grace=0.5)
+    _insert_worker(db, slow_worker, grace=3600)
 
     with (
         psycopg.connect(dsn, autocommit=True) as holder,
@@ -135,20 +163,10 @@ def test_rescuer_requeues_jobs_of_lost_workers_only(
         assert locked == (True,)
         listener.execute('LISTEN "pgjobs.jobs"')
 
-        async def main() -> list[int]:
-            rescuer = Rescuer(
-                app.database.queries,
-                lambda: pgdb.connect_async(dsn),
-                pgjobs.FrozenClock(NOW),
-                lock_namespace=NAMESPACE,
-                channel=pgdb.notify_channel("pgjobs"),
-            )
-            try:
-                return [await rescuer.run_once(NOW), await rescuer.run_once(NOW)]
-            finally:
-                await rescuer.close()
-
-        assert asyncio.run(main()) == [1, 0]
+        assert _rescue(app, dsn, passes=2) == [0, 0]  # within the grace: only marked
+        assert _lost_at(db) == {lost_worker: True, live_worker: False, slow_worker: True}
+        time.sleep(0.6)
+        assert _rescue(app, dsn, passes=2) == [1, 0]
         notified = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
         assert notified == ["rescue-q"]
 
@@ -163,32 +181,59 @@ def test_rescuer_requeues_jobs_of_lost_workers_only(
         assert errors[0]["attempt"] == 1
         assert f"worker {lost_worker} was lost" in errors[0]["error"]
 
-        live = db.execute(
-            "SELECT state, worker_id, errors FROM pgjobs.jobs WHERE id = %s", (live_job,)
-        ).fetchone()
-        assert live == ("running", live_worker, [])
-        workers = db.execute("SELECT id FROM pgjobs.workers ORDER BY id").fetchall()
-        assert workers == [(live_worker,)]  # the lost worker's row is gone too
+        running = db.execute(
+            "SELECT id, state, worker_id, errors FROM pgjobs.jobs WHERE id = ANY(%s) ORDER BY id",
+            ([live_job, slow_job],),
+        ).fetchall()
+        assert running == [
+            (live_job, "running", live_worker, []),
+            (slow_job, "running", slow_worker, []),
+        ]
+        # The lost worker's row goes with its jobs' rescue; the slow one's grace runs on.
+        assert _lost_at(db) == {live_worker: False, slow_worker: True}
 
-    # Once the lock is released (its session closed), the other job is rescued as well.
-    async def again() -> int:
-        rescuer = Rescuer(
-            app.database.queries,
-            lambda: pgdb.connect_async(dsn),
-            pgjobs.FrozenClock(NOW),
-            lock_namespace=NAMESPACE,
-            channel=pgdb.notify_channel("pgjobs"),
-        )
-        try:
-            return await rescuer.run_once(NOW)
-        finally:
-            await rescuer.close()
-
-    assert asyncio.run(again()) == 1
+    # Once the lock is released (its session closed), the other job follows after its grace.
+    assert _rescue(app, dsn) == [0]
+    assert _lost_at(db) == {live_worker: True, slow_worker: True}
+    time.sleep(0.6)
+    assert _rescue(app, dsn) == [1]
     assert db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (live_job,)).fetchone() == (
         "queued",
     )
-    assert db.execute("SELECT count(*) FROM pgjobs.workers").fetchone() == (0,)
+    assert _lost_at(db) == {slow_worker: True}
+
+
+@pytest.mark.timeout(60)
+def test_rescuer_clears_the_mark_of_a_worker_that_took_its_lock_back(
+    app: pgjobs.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    worker = 31337
+    job = _insert_running(db, worker, "rescue-q")
+    _insert_worker(db, worker, grace=0.5)
+    assert _rescue(app, dsn) == [0]
+    assert _lost_at(db) == {worker: True}
+    with psycopg.connect(dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock((%s::bigint << 32) | %s)", (NAMESPACE, worker))
+        time.sleep(0.6)  # past the grace: only the lock keeps the job
+        assert _rescue(app, dsn) == [0]
+        assert _lost_at(db) == {worker: False}
+    # Lost again: the grace starts over instead of counting from the first loss.
+    assert _rescue(app, dsn) == [0]
+    assert _lost_at(db) == {worker: True}
+    assert db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job,)).fetchone() == (
+        "running",
+    )
+
+
+def test_rescuer_requeues_at_once_a_job_whose_worker_row_is_gone(
+    app: pgjobs.App, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """No row, no worker that could take its lock back (a row is written before a claim)."""
+    job = _insert_running(db, 123_456, "rescue-q")
+    assert _rescue(app, dsn) == [1]
+    assert db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job,)).fetchone() == (
+        "queued",
+    )
 
 
 def test_rescued_job_over_max_attempts_goes_dead_without_running(
@@ -206,20 +251,7 @@ def test_rescued_job_over_max_attempts_goes_dead_without_running(
         " VALUES ('maint.exhausted', 'running', 2, 2, now(), 999999) RETURNING id"
     ).fetchone()[0]  # type: ignore[index]
 
-    async def rescue() -> int:
-        rescuer = Rescuer(
-            app.database.queries,
-            lambda: pgdb.connect_async(app.database.dsn),
-            pgjobs.FrozenClock(NOW),
-            lock_namespace=NAMESPACE,
-            channel=pgdb.notify_channel("pgjobs"),
-        )
-        try:
-            return await rescuer.run_once(NOW)
-        finally:
-            await rescuer.close()
-
-    assert asyncio.run(rescue()) == 1
+    assert _rescue(app, app.database.dsn) == [1]
     app.run_worker(burst=True, install_signal_handlers=False)
 
     assert ran == []
