@@ -67,6 +67,7 @@ class Worker:
         self.channel = db.notify_channel(app.schema)
         self.lock_namespace = db.lock_namespace(app.schema, "worker")
         self._running: dict[asyncio.Task[None], Job] = {}
+        self._lost_ids: set[int] = set()  # worker ids whose session was lost for good
         self._fenced: set[asyncio.Task[None]] = set()  # cancelled because their session is lost
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
@@ -272,6 +273,7 @@ class Worker:
     async def _fence(self, worker_id: int) -> None:
         """The session of `worker_id` is gone for good and its jobs will be rescued once its
         rescue grace has passed: stop their handlers well before then, or exit."""
+        self._lost_ids.add(worker_id)
         held = {task: job for task, job in self._running.items() if job.worker_id == worker_id}
         if not held:
             return
@@ -337,6 +339,8 @@ class Worker:
             try:
                 async with self._claim_lock:  # the auditor must not see a claim half done
                     jobs = await self.claimer.claim(worker_id, min(free, cfg.batch_size))
+                    if worker_id in self._lost_ids:  # fenced while this claim was under way
+                        jobs = []  # not run here: the rescue hands them out again
                     for job in jobs:
                         self._running[asyncio.create_task(self._run_job(job))] = job
                 delay = 0.1
