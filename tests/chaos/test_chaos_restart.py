@@ -210,7 +210,8 @@ def test_cron_leader_is_reelected_after_a_restart_and_no_tick_fires_twice(
     for proc in workers:
         assert proc.wait(60) == 0, proc.output()[-3000:]
 
-    drain = rprocs.worker("--burst", name="drain")  # burst workers neither register nor lead
+    # Burst workers neither register schedules nor lead; the env registers the tick task.
+    drain = rprocs.worker("--burst", name="drain", env=cron)
     assert drain.wait(60) == 0, drain.output()[-3000:]
     assert _leaders(db) == []
     dupes = scalar(

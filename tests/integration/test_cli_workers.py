@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from typing import Any
 
+import psycopg
 from cli_runner import pgjobs, pgjobs_json
 from worker_harness import running_worker
 
 import pgjobs as pgj
 from pgjobs.worker import WorkerConfig
+
+Conn = psycopg.Connection[Any]
 
 
 def test_ls_lists_live_workers_with_heartbeats(app: pgj.App, dsn: str) -> None:
@@ -35,3 +39,15 @@ def test_ls_lists_live_workers_with_heartbeats(app: pgj.App, dsn: str) -> None:
     assert "email, sms" in table
     assert "0/3" in table
     assert pgjobs_json("workers", "ls", dsn=dsn) == []  # unregistered at shutdown
+    assert entry["lost_at"] is None
+    assert " ok" in table
+
+
+def test_ls_shows_a_worker_whose_session_is_lost(app: pgj.App, dsn: str, db: Conn) -> None:
+    db.execute(
+        "INSERT INTO pgjobs.workers (id, host, pid, concurrency, lost_at)"
+        " VALUES (7, 'h', 1, 1, '2031-03-14 12:34:56+00')"
+    )
+    [entry] = pgjobs_json("workers", "ls", dsn=dsn)  # type: ignore[misc]
+    assert entry["lost_at"].startswith("2031-03-14")
+    assert "lost since" in pgjobs("workers", "ls", dsn=dsn).stdout
