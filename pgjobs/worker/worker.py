@@ -277,7 +277,7 @@ class Worker:
         held = {task: job for task, job in self._running.items() if job.worker_id == worker_id}
         if not held:
             return
-        in_threads = [job.id for job in held.values() if job.id in self.executor.in_threads]
+        in_threads = [job.id for job in held.values() if self._in_thread(job)]
         if in_threads:
             self._exit_fenced(f"sync handler(s) of job(s) {in_threads[:20]} cannot be stopped")
         self._fenced.update(held)
@@ -407,7 +407,7 @@ class Worker:
         _, pending = await asyncio.wait(set(self._running), timeout=self.config.shutdown_grace)
         if not pending:
             return
-        sync_jobs = {t for t in pending if not self._is_async(self._running.get(t))}
+        sync_jobs = {t for t in pending if self._in_thread(self._running.get(t))}
         for task in pending - sync_jobs:
             task.cancel()
         await asyncio.gather(*(pending - sync_jobs), return_exceptions=True)
@@ -417,9 +417,9 @@ class Worker:
                 "%d sync job(s) still running; they will be rescued after exit", len(sync_jobs)
             )
 
-    def _is_async(self, job: Job | None) -> bool:
-        task = self.app.tasks.get(job.task) if job else None
-        return task is not None and task.is_async
+    def _in_thread(self, job: Job | None) -> bool:
+        """Whether a sync handler runs `job` on a thread, which nothing can stop."""
+        return job is not None and job.id in self.executor.in_threads
 
     async def _flush_acks(self) -> None:
         try:

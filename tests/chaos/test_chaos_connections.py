@@ -124,6 +124,7 @@ def test_a_worker_that_takes_its_session_back_keeps_running_its_jobs(
     figures = check(db, [job], runs)
     assert figures.reruns == 0
     assert "took its session back" in owner.output()
+    record("session taken back", figures)
 
 
 @pytest.mark.parametrize("task", [chaosapp.WORK_ASYNC, chaosapp.WORK])
@@ -157,8 +158,14 @@ def test_a_worker_that_cannot_get_its_session_back_stops_the_job_before_it_is_re
 
     runs = read_runs(chaos_dir)
     first, second = runs.starts[job]
-    print(f"first run stopped {stopped:.2f}s after the cut; rerun {second.at - first.at:.2f}s")
     assert second.locked, "the rerun started while the first run was still running"
     figures = check(db, [job], runs, lost_workers=lost)
     assert figures.reruns == 1
     assert "could not take its session back" in owner.output()
+    kind = "sync" if task == chaosapp.WORK else "async"
+    record(
+        f"session lost for good, {kind} handler",
+        figures,
+        stopped_after_cut_s=round(stopped, 2),
+        rerun_after_first_start_s=round(second.at - first.at, 2),
+    )

@@ -455,3 +455,35 @@ def test_concurrent_sync_jobs_each_see_their_own_job(app: App) -> None:
     outcomes = with_executor(app, body)
     assert [o.kind for o in outcomes] == [Kind.SUCCEEDED] * 6
     assert sorted(seen) == [(n, n) for n in range(1, 7)]
+
+
+# --- which jobs a thread runs (what a lost session must exit for) ---------------------------
+
+
+def test_in_threads_holds_a_sync_job_exactly_while_its_handler_runs(app: App) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    @app.task(name="blocking")
+    def blocking() -> None:
+        started.set()
+        release.wait(10)
+
+    @app.task(name="coroutine")
+    async def coroutine() -> None:
+        await asyncio.sleep(0)
+
+    async def body(executor: Executor) -> list[set[int]]:
+        seen = []
+        sync_run = asyncio.create_task(executor.run(make_job("blocking", job_id=7)))
+        assert await asyncio.to_thread(started.wait, 10)
+        seen.append(set(executor.in_threads))
+        await executor.run(make_job("coroutine", job_id=8))
+        await executor.run(make_job("unknown", job_id=9))
+        seen.append(set(executor.in_threads))
+        release.set()
+        await sync_run
+        seen.append(set(executor.in_threads))
+        return seen
+
+    assert with_executor(app, body) == [{7}, {7}, set()]
