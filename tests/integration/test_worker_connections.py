@@ -17,7 +17,7 @@ from worker_harness import WAIT, running_worker, sync_check, until
 
 import pgjobs
 from pgjobs import db as pgdb
-from pgjobs.worker import WorkerConfig
+from pgjobs.worker import Worker, WorkerConfig
 
 NAMESPACE = pgdb.lock_namespace("pgjobs", "worker")
 
@@ -38,6 +38,15 @@ async def _session_pid(conn: psycopg.AsyncConnection[Any], worker_id: int) -> in
         worker_id,
     )
     return rows[0][0] if rows else None
+
+
+async def _registered(worker: Worker, conn: psycopg.AsyncConnection[Any]) -> tuple[int, int]:
+    """The worker's id and the pid of the backend that holds its lock."""
+    worker_id = worker.session.worker_id
+    assert worker_id is not None
+    pid = await _session_pid(conn, worker_id)
+    assert pid is not None
+    return worker_id, pid
 
 
 async def _other_worker_pids(conn: psycopg.AsyncConnection[Any], session_pid: int) -> list[int]:
@@ -164,10 +173,7 @@ def test_job_running_when_the_session_is_cut_carries_on_and_runs_once(
         ):
             job_id = await carry_on.enqueue_async()
             await asyncio.wait_for(started.wait(), WAIT)
-            first = worker.session.worker_id
-            assert first is not None
-            pid = await _session_pid(mon, first)
-            assert pid is not None
+            first, pid = await _registered(worker, mon)
             assert await _terminate(mon, [pid]) == 1
             await asyncio.sleep(2.5)  # well past the grace, under rescuer passes every 0.1 s
             assert worker.session.worker_id == first
@@ -218,10 +224,7 @@ def test_worker_that_cannot_get_its_session_back_stops_its_handlers_before_the_r
         ):
             job_id = await fenced.enqueue_async()
             await asyncio.wait_for(started.wait(), WAIT)
-            first = worker.session.worker_id
-            assert first is not None
-            pid = await _session_pid(mon, first)
-            assert pid is not None
+            first, pid = await _registered(worker, mon)
             await _allow_connections(app.database.dsn, False)
             try:
                 assert await _terminate(mon, [pid]) == 1
