@@ -71,7 +71,8 @@ GRANT SELECT, INSERT, DELETE ON :"schema".job_history TO :"worker_role";
 GRANT UPDATE (finished_at) ON :"schema".job_history TO :"worker_role";
 -- which queues exist and are not paused
 GRANT SELECT ON :"schema".queues TO :"worker_role";
--- register, heartbeat, unregister; rescuers remove lost workers
+-- register (or take an id back), heartbeat, unregister; rescuers mark lost workers and
+-- remove them after their grace
 GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".workers TO :"worker_role";
 GRANT USAGE ON SEQUENCE :"schema".worker_id_seq TO :"worker_role";
 -- the schema version, checked at start

@@ -1,4 +1,5 @@
-"""Rescuer: puts back the running jobs of workers whose liveness lock is gone."""
+"""Rescuer: puts back the running jobs of workers whose liveness lock has been gone for
+longer than their rescue grace (see the rescue_jobs query and worker/session.py)."""
 
 from __future__ import annotations
 
