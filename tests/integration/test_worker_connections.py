@@ -259,6 +259,73 @@ def test_worker_that_cannot_get_its_session_back_stops_its_handlers_before_the_r
     assert f"worker {first} was lost" in errors[0]["error"]
 
 
+@pytest.mark.timeout(60)
+def test_a_claim_that_returns_after_the_worker_gave_its_session_up_is_not_run(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    """A claim blocked in the database while the worker fences comes back with a job claimed
+    under the given-up id: the worker must not run it (the rescue would hand it out while it
+    ran). The job runs once, as attempt 2, after the rescue of attempt 1."""
+    attempts: list[int] = []
+
+    async def main() -> tuple[int, int]:
+        @app.task(name="conn.guarded")
+        async def guarded() -> None:
+            attempts.append(pgjobs.current_job().attempt)
+
+        config = WorkerConfig(poll_interval=0.1, rescue_interval=0.1, rescue_grace=2.0)
+        async with (
+            running_worker(app, config) as worker,
+            await psycopg.AsyncConnection.connect(app.database.dsn, autocommit=True) as mon,
+            await psycopg.AsyncConnection.connect(app.database.dsn) as locker,
+        ):
+            first, pid = await _registered(worker, mon)
+            await mon.execute("INSERT INTO pgjobs.queues (name) VALUES ('default')")
+            await asyncio.sleep(0.3)  # the claimer reads the queue list on its next poll
+            await locker.execute("LOCK TABLE pgjobs.jobs IN ACCESS EXCLUSIVE MODE")
+
+            async def claim_blocked() -> bool:
+                rows = await _rows(
+                    mon,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%%attempt = j.attempt + 1%%'",
+                )
+                return rows == [(1,)]
+
+            await until(claim_blocked, "the worker's claim to wait for the table lock")
+            await _allow_connections(app.database.dsn, False)
+            try:
+                assert await _terminate(mon, [pid]) == 1
+                await until(
+                    sync_check(lambda: worker.session.worker_id is None), "the worker to fence"
+                )
+                cur = await locker.execute("SELECT pgjobs.enqueue(task => 'conn.guarded')")
+                job_id = (await cur.fetchone())[0]  # type: ignore[index]
+                await locker.commit()  # the blocked claim goes on and takes the job
+
+                async def claimed_under_old_id() -> bool:
+                    rows = await _rows(mon, "SELECT worker_id FROM pgjobs.jobs")
+                    return rows == [(first,)]
+
+                await until(claimed_under_old_id, "the job to be claimed under the old id")
+                await asyncio.sleep(0.3)
+                assert attempts == []
+            finally:
+                await _allow_connections(app.database.dsn, True)
+            await until(sync_check(lambda: attempts == [2]), "the rescued job to run")
+            await asyncio.wait_for(worker.acker.flushed(), WAIT)
+        return job_id, first
+
+    job_id, first = asyncio.run(main())
+    assert attempts == [2]
+    state, errors = db.execute(
+        "SELECT state, errors FROM pgjobs.job_history WHERE id = %s", (job_id,)
+    ).fetchone()  # type: ignore[misc]
+    assert state == "succeeded"
+    assert [(e["kind"], e["attempt"]) for e in errors] == [("worker_lost", 1)]
+    assert f"worker {first} was lost" in errors[0]["error"]
+
+
 async def _flow_with_kills(
     app: pgjobs.App, count: int, kill_session_every: int | None
 ) -> tuple[list[int], int]:
