@@ -68,6 +68,7 @@ class Session:
         self.concurrency = concurrency
         self.heartbeat_interval = heartbeat_interval
         self.rescue_grace = rescue_grace
+        self.reattach_window = rescue_grace * REATTACH_SHARE
         self._on_notify = on_notify
         self._on_connect = on_connect
         self._on_fenced = on_fenced
@@ -87,8 +88,7 @@ class Session:
                 if lost_since is None:
                     await self._open(None)
                 else:
-                    window = self.rescue_grace * REATTACH_SHARE
-                    left = lost_since + window - self._monotonic()
+                    left = lost_since + self.reattach_window - self._monotonic()
                     await asyncio.wait_for(self._open(self.worker_id), max(left, 0.001))
                     log.warning(
                         "worker %s took its session back after %.2fs; its jobs carry on",
@@ -109,7 +109,7 @@ class Session:
             if lost_since is None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            elif self._monotonic() - lost_since < self.rescue_grace * REATTACH_SHARE:
+            elif self._monotonic() - lost_since < self.reattach_window:
                 await asyncio.sleep(REATTACH_RETRY)
             else:
                 lost, self.worker_id, lost_since = self.worker_id, None, None
@@ -118,7 +118,7 @@ class Session:
                     "worker %s could not take its session back within %.1fs: stopping its "
                     "handlers; its jobs will be rescued",
                     lost,
-                    self.rescue_grace * REATTACH_SHARE,
+                    self.reattach_window,
                 )
                 await self._on_fenced(lost)
 
@@ -129,9 +129,7 @@ class Session:
         q = self.q
         cur = conn.cursor()
         if reattach is not None:
-            await cur.execute(q["try_worker_lock"], {"key": self.lock_key(reattach)})
-            locked = await cur.fetchone()
-            if not (locked and locked[0]):
+            if not await self._try_lock(cur, reattach):
                 raise LockTaken(f"the lock of worker {reattach} is still held")
             candidate = reattach
         else:
@@ -159,11 +157,14 @@ class Session:
             row = await cur.fetchone()
             assert row is not None
             candidate = int(row[0])
-            await cur.execute(q["try_worker_lock"], {"key": self.lock_key(candidate)})
-            locked = await cur.fetchone()
-            if locked and locked[0]:
+            if await self._try_lock(cur, candidate):
                 return candidate
         raise PgJobsError("could not find a free worker id")  # 100 live ids in a row
+
+    async def _try_lock(self, cur: psycopg.AsyncCursor[Any], worker_id: int) -> bool:
+        await cur.execute(self.q["try_worker_lock"], {"key": self.lock_key(worker_id)})
+        locked = await cur.fetchone()
+        return bool(locked and locked[0])
 
     async def _listen(self) -> None:
         conn = self._conn

@@ -55,6 +55,13 @@ INTERNAL_ERROR_BACKOFF = Backoff(initial=5, factor=2, max=300)
 EXIT_FENCED = 75
 
 
+def _exit_now(code: int) -> None:
+    """Exit without waiting for threads (a running sync handler would hold the exit)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class Worker:
     """One worker process's job runner. `run()` blocks until shutdown."""
 
@@ -68,7 +75,6 @@ class Worker:
         self.lock_namespace = db.lock_namespace(app.schema, "worker")
         self._running: dict[asyncio.Task[None], Job] = {}
         self._lost_ids: set[int] = set()  # worker ids whose session was lost for good
-        self._fenced: set[asyncio.Task[None]] = set()  # cancelled because their session is lost
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -87,9 +93,7 @@ class Worker:
             # Threads cannot be stopped and the interpreter would wait for them: exit now,
             # and the rescue of our jobs follows when our session connection closes.
             log.warning("sync handlers still running after the grace period; exiting now")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(self.exit_code)
+            _exit_now(self.exit_code)
 
     async def run_async(self, *, install_signal_handlers: bool = False) -> None:
         await self.check_schema()
@@ -280,7 +284,6 @@ class Worker:
         in_threads = [job.id for job in held.values() if self._in_thread(job)]
         if in_threads:
             self._exit_fenced(f"sync handler(s) of job(s) {in_threads[:20]} cannot be stopped")
-        self._fenced.update(held)
         for task in held:
             task.cancel()
         _, pending = await asyncio.wait(held, timeout=self.config.rescue_grace * FENCE_SHARE)
@@ -291,9 +294,7 @@ class Worker:
     def _exit_fenced(self, why: str) -> None:
         log.critical("lost the worker session for good and %s: exiting so that their jobs can "
                      "be rescued without running twice at once", why)  # fmt: skip
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_FENCED)
+        _exit_now(EXIT_FENCED)
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
@@ -308,9 +309,7 @@ class Worker:
         log.warning(
             "received %s again: exiting now, running jobs will be rescued", signal.Signals(sig).name
         )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+        _exit_now(1)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         # Keepalives on every worker connection: a silent network drop must not hang a
@@ -374,12 +373,10 @@ class Worker:
         return {job.id for job in self._running.values()} | self.acker.unacked
 
     async def _run_job(self, job: Job) -> None:
-        me: asyncio.Task[None] = asyncio.current_task()  # type: ignore[assignment]
         try:
             outcome = await self.executor.run(job)
         except asyncio.CancelledError:
-            if me in self._fenced:  # its session is lost: the rescue writes why it reruns
-                self._fenced.discard(me)
+            if job.worker_id in self._lost_ids:  # fenced: the rescue writes why it reruns
                 return
             outcome = Outcome(job, Kind.RELEASED)
         except Exception as exc:  # a failure outside the handler: never strand the job
@@ -388,7 +385,7 @@ class Worker:
             record = error_record(job, "internal_error", message, self.clock.now(), exc)
             outcome = Outcome(job, Kind.RETRY, INTERNAL_ERROR_BACKOFF.delay(job.attempt), record)
         finally:
-            self._running.pop(me, None)
+            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._slot_freed.set()
             if self.config.burst:
                 self._wakeup.set()

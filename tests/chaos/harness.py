@@ -32,8 +32,6 @@ from typing import Any
 import psycopg
 import pytest
 from proctools import descendants
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -223,18 +221,6 @@ def terminate(db: Conn, appname: str) -> int:
         " WHERE application_name = %s"
     )
     return int(scalar(db, query, (appname,)))
-
-
-def allow_connections(dsn: str, allow: bool) -> None:
-    """Let new connections into the database of `dsn`, or refuse them all: an outage, as a
-    worker trying to reconnect sees it (connections already open carry on)."""
-    name = str(conninfo_to_dict(dsn)["dbname"])
-    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                sql.Identifier(name), sql.Literal(allow)
-            )
-        )
 
 
 def freeze(db: Conn, proc: Proc, timeout: float = 10) -> bool:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import chaosapp
 import pytest
+from dbtools import allow_connections
 from harness import (
     Conn,
     Proc,
     Procs,
-    allow_connections,
     check,
     enqueue_jobs,
     jobs_left,

@@ -11,8 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from dbtools import allow_connections
 from worker_harness import WAIT, running_worker, sync_check, until
 
 import pgjobs
@@ -70,17 +69,7 @@ async def _terminate(conn: psycopg.AsyncConnection[Any], pids: list[int]) -> int
 
 
 async def _allow_connections(dsn: str, allow: bool) -> None:
-    """Let new connections into the test's database, or refuse them all (an outage, as
-    the worker sees it; connections already open carry on)."""
-    name = conninfo_to_dict(dsn)["dbname"]
-    async with await psycopg.AsyncConnection.connect(
-        make_conninfo(dsn, dbname="postgres"), autocommit=True
-    ) as conn:
-        await conn.execute(
-            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-                sql.Identifier(str(name)), sql.Literal(allow)
-            )
-        )
+    await asyncio.to_thread(allow_connections, dsn, allow)
 
 
 @pytest.mark.timeout(60)
