@@ -324,7 +324,6 @@ def test_malformed_cli_json_fails_in_one_line_and_writes_nothing(
 
 
 # --------------------------------------------------------------------------- cron
-@pytest.mark.skipif(not hasattr(pgjobs.App, "cron"), reason="cron (issue 3) is not here yet")
 @pytest.mark.parametrize(
     "declare",
     [

@@ -22,7 +22,6 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-import pgjobs
 from pgjobs.testing import assert_enqueued, assert_not_enqueued, drain, enqueued_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +210,6 @@ def test_sqlalchemy_job_commits_and_rolls_back_with_the_session(
 
 
 # --------------------------------------------------------------------------------- cron
-@pytest.mark.skipif(not hasattr(pgjobs.App, "cron"), reason="App.cron arrives with issue 3")
 def test_cron_example_schedules_fire_in_a_real_worker(
     example_dsn: str, db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
