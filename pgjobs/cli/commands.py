@@ -70,8 +70,13 @@ def worker(
         ),
     ] = None,
     health_host: Annotated[
-        str, typer.Option("--health-host", help="Address the health server listens on.")
-    ] = "0.0.0.0",
+        str,
+        typer.Option(
+            "--health-host",
+            help="Address the health server listens on (no authentication: loopback by "
+            "default; 0.0.0.0 for probes from outside, as in a container).",
+        ),
+    ] = "127.0.0.1",
     log_format: Annotated[
         str, typer.Option("--log-format", help="Log lines as 'text' or 'json'.")
     ] = "text",

@@ -37,9 +37,11 @@ class WorkerConfig:
     cron_history_retention: timedelta = timedelta(days=90)  # finished runs in cron_runs
     # /healthz, /readyz and /metrics over HTTP when set (0: any free port). The worker takes
     # the first free port of health_port .. health_port + health_port_span - 1, so that
-    # `--processes P` children share one configuration.
+    # `--processes P` children share one configuration. The endpoints have no
+    # authentication: they listen on loopback unless health_host says otherwise (a
+    # container's probes need "0.0.0.0").
     health_port: int | None = None
-    health_host: str = "0.0.0.0"
+    health_host: str = "127.0.0.1"
     health_port_span: int = 1
     liveness_timeout: float = 30.0  # /healthz fails once the event loop stalls this long
     log_format: str | None = None  # "text" or "json": reformat the root log handlers

@@ -1,4 +1,4 @@
-"""The worker's HTTP endpoints: /healthz, /readyz and /metrics, served from a thread.
+"""The worker's HTTP endpoints: /healthz, /readyz and /metrics, served from threads.
 
 - /healthz (liveness): the event loop is alive. A task on the loop beats every second;
   the server thread answers 503 once the last beat is older than the liveness timeout,
@@ -14,10 +14,9 @@ import asyncio
 import errno
 import json
 import logging
-import threading
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,12 +27,14 @@ from pgjobs.clock import Clock
 from pgjobs.errors import PgJobsError
 from pgjobs.migrate import check_schema
 from pgjobs.queries import Queries
+from pgjobs.worker.httpserver import BoundedHTTPServer, Limits, RequestHandler
 from pgjobs.worker.maintenance import Connect
 
 log = logging.getLogger("pgjobs.worker")
 
 BEAT_INTERVAL = 1.0
 READY_TIMEOUT = 5.0  # seconds a readiness check may wait for the loop and the database
+DEFAULT_LIMITS = Limits()  # 5 s to send a request, 64 connections waiting, 4 threads
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ class DatabaseProbe:
 
 
 class HealthServer:
-    """Serves the three endpoints on a daemon thread until `stop()`."""
+    """Serves the three endpoints until `stop()`, from one I/O thread and a small pool of
+    handler threads (see `pgjobs.worker.httpserver`): idle, slow or numerous clients are
+    timed out or dropped and never cost a thread each."""
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class HealthServer:
         registry: CollectorRegistry,
         liveness: Callable[[], Check],
         readiness: Callable[[], Check],
+        limits: Limits = DEFAULT_LIMITS,
     ):
         self.host = host
         self.first_port = port
@@ -129,17 +133,23 @@ class HealthServer:
         self.registry = registry
         self.liveness = liveness
         self.readiness = readiness
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.limits = limits
+        self.http: BoundedHTTPServer | None = None
 
     @property
     def port(self) -> int:
         """The port actually bound (the first free one of the span; any one for port 0)."""
-        assert self._server is not None, "the health server is not started"
-        return int(self._server.server_address[1])
+        assert self.http is not None, "the health server is not started"
+        return int(self.http.address[1])
 
     def start(self) -> None:
-        handler = _handler_class(self)
+        listener = self._bind()
+        self.http = BoundedHTTPServer(listener, _handler_class(self), "pgjobs-health", self.limits)
+        self.http.start()
+        log.info("serving /healthz, /readyz and /metrics on %s:%s", self.host, self.port)
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         last_error: OSError | None = None
         ports = (
             [0]
@@ -148,39 +158,25 @@ class HealthServer:
         )
         for port in ports:
             try:
-                self._server = ThreadingHTTPServer((self.host, port), handler)
-                break
+                return socket.create_server((self.host, port), family=family, backlog=128)
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise PgJobsError(
                         f"cannot serve health checks on {self.host}:{port}: {exc}"
                     ) from exc
                 last_error = exc
-        else:
-            last = self.first_port + self.port_span - 1
-            span = f"{self.first_port}" if last == self.first_port else f"{self.first_port}-{last}"
-            raise PgJobsError(
-                f"cannot serve health checks: port {span} already in use ({last_error})"
-            )
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="pgjobs-health", daemon=True
-        )
-        self._thread.start()
-        log.info("serving /healthz, /readyz and /metrics on %s:%s", self.host, self.port)
+        last = self.first_port + self.port_span - 1
+        span = f"{self.first_port}" if last == self.first_port else f"{self.first_port}-{last}"
+        raise PgJobsError(f"cannot serve health checks: port {span} already in use ({last_error})")
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        http, self.http = self.http, None
+        if http is not None:
+            http.stop()
 
 
-def _handler_class(health: HealthServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler_class(health: HealthServer) -> type[RequestHandler]:
+    class Handler(RequestHandler):
         server_version = "pgjobs"
 
         def do_GET(self) -> None:

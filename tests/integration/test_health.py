@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -13,18 +14,22 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import typer.main
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import pgjobs
 from pgjobs import FrozenClock, db
+from pgjobs.cli import app as cli_app
 from pgjobs.worker import Worker, WorkerConfig
 from pgjobs.worker.health import Check, DatabaseProbe, HealthServer, LoopHeartbeat
+from pgjobs.worker.httpserver import BoundedHTTPServer, Limits
 
 HERE = Path(__file__).resolve().parent
 PGJOBS_BIN = Path(sys.executable).parent / "pgjobs"
@@ -67,7 +72,7 @@ def wait_for(check: Callable[[], bool], what: str) -> None:
 def worker_thread(app: pgjobs.App, **settings: Any) -> Iterator[Worker]:
     """A worker with a health server on a free port, on its own thread and event loop, so
     that the test can watch it even while its loop is blocked."""
-    worker = Worker(app, WorkerConfig(health_port=0, health_host="127.0.0.1", **settings))
+    worker = Worker(app, WorkerConfig(health_port=0, **settings))  # on loopback by default
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -273,8 +278,6 @@ def test_a_database_probe_gives_up_on_a_stalled_loop_or_server(app: pgjobs.App, 
 
 
 def test_a_taken_port_is_a_clear_error_and_a_span_finds_the_next_one() -> None:
-    from prometheus_client import CollectorRegistry
-
     alive = lambda: Check(True, "ok")  # noqa: E731
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -296,6 +299,174 @@ def test_a_taken_port_is_a_clear_error_and_a_span_finds_the_next_one() -> None:
             assert get(spanning.port, "/healthz")[0] == 200
         finally:
             spanning.stop()
+
+
+# ------------------------------------------------------- exposure and hostile clients
+def _non_loopback_address() -> str | None:
+    """An address of this machine other than loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent for UDP
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_the_endpoints_listen_on_loopback_by_default(app: pgjobs.App) -> None:
+    assert WorkerConfig().health_host == "127.0.0.1"
+    (option,) = (
+        param
+        for param in typer.main.get_command(cli_app).commands["worker"].params
+        if param.name == "health_host"
+    )
+    assert option.default == "127.0.0.1"
+    with worker_thread(app) as worker:  # WorkerConfig(health_port=0), no host given
+        assert worker.monitoring is not None
+        http = worker.monitoring.server.http
+        assert http is not None
+        assert http.address[0] == "127.0.0.1"
+        other = _non_loopback_address()
+        if other is not None:  # not reachable from another interface of this machine
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((other, port_of(worker)), timeout=WAIT).close()
+
+
+@contextmanager
+def bare_server(
+    limits: Limits, readiness: Callable[[], Check] | None = None
+) -> Iterator[BoundedHTTPServer]:
+    """A health server on a free loopback port with the given limits."""
+    alive = lambda: Check(True, "ok")  # noqa: E731
+    server = HealthServer(
+        host="127.0.0.1", port=0, port_span=1, registry=CollectorRegistry(),
+        liveness=alive, readiness=readiness or alive, limits=limits,
+    )  # fmt: skip
+    server.start()
+    try:
+        assert server.http is not None
+        yield server.http
+    finally:
+        server.stop()
+
+
+def _connect(http: BoundedHTTPServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", http.address[1]), timeout=WAIT)
+
+
+def _closed_unanswered(sock: socket.socket) -> bool:
+    """Waits (at most WAIT) for the server to close `sock`; True if it sent nothing."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _idle(http: BoundedHTTPServer, count: int) -> list[socket.socket]:
+    return [_connect(http) for _ in range(count)]
+
+
+def test_idle_connections_take_no_thread_and_the_endpoints_still_answer() -> None:
+    limits = Limits(request_timeout=600, max_connections=1000)
+    with bare_server(limits) as http:
+        threads = threading.active_count()
+        socks = _idle(http, 400)
+        try:
+            wait_for(lambda: http.waiting == 400, "400 connections accepted")
+            for path in ("/healthz", "/readyz", "/metrics"):
+                assert get(http.address[1], path)[0] == 200, path
+            assert http.waiting == 400  # still open, waiting for their requests
+            # The stdlib server held a thread per connection: 400 more.
+            assert threading.active_count() <= threads + limits.handler_threads
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_idle_connections_are_closed_after_the_request_timeout() -> None:
+    # room for all 400: only the timeout can close them
+    with bare_server(Limits(request_timeout=0.5, max_connections=1000)) as http:
+        socks = _idle(http, 400)
+        try:
+            assert all(_closed_unanswered(sock) for sock in socks)
+            wait_for(lambda: http.waiting == 0, "nothing left waiting")
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_beyond_max_connections_the_oldest_waiting_are_dropped() -> None:
+    with bare_server(Limits(request_timeout=600, max_connections=8)) as http:
+        socks = _idle(http, 20)
+        try:
+            assert all(_closed_unanswered(sock) for sock in socks[:12])
+            wait_for(lambda: http.waiting == 8, "the 8 newest kept")
+            assert get(http.address[1], "/healthz")[0] == 200
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalls", "trickles"])
+def test_a_slow_client_is_dropped_at_the_request_deadline(trickle: bool) -> None:
+    """Slowloris: a partial request line, then silence or one byte at a time (each read
+    within any per-read timeout, the whole head never done)."""
+    with bare_server(Limits(request_timeout=1.0)) as http, _connect(http) as sock:
+        sock.sendall(b"GET /heal")
+        deadline = time.monotonic() + WAIT
+        dropped = False
+        while not dropped and time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable:
+                dropped = _closed_unanswered(sock)
+                assert dropped, "the server answered a partial request"
+            elif trickle:
+                try:
+                    sock.sendall(b"t")
+                except (BrokenPipeError, ConnectionResetError):
+                    dropped = True
+        assert dropped
+        wait_for(lambda: http.waiting == 0, "the connection forgotten")
+
+
+def test_an_endless_request_head_is_dropped() -> None:
+    with bare_server(Limits(request_timeout=600, max_head=8192)) as http, _connect(http) as sock:
+        with suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 20_000)
+        assert _closed_unanswered(sock)
+
+
+def test_handler_threads_are_bounded_and_excess_requests_refused() -> None:
+    gate = threading.Event()
+
+    def slow_readiness() -> Check:
+        gate.wait(WAIT)
+        return Check(True, "ok")
+
+    limits = Limits(request_timeout=600, handler_threads=4, max_queued=16)
+    with bare_server(limits, readiness=slow_readiness) as http:
+        threads = threading.active_count()
+        socks = [_connect(http) for _ in range(16)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+            wait_for(lambda: http.answering == 16, "16 requests taken")
+            with _connect(http) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                assert _closed_unanswered(extra)  # the 17th: refused, not queued
+            assert threading.active_count() <= threads + 4
+            gate.set()
+            for sock in socks:
+                reply = b""
+                while chunk := sock.recv(4096):
+                    reply += chunk
+                assert reply.startswith(b"HTTP/1.0 200 "), reply
+            wait_for(lambda: http.answering == 0, "every request answered")
+            assert get(http.address[1], "/healthz")[0] == 200
+        finally:
+            gate.set()
+            for sock in socks:
+                sock.close()
 
 
 # -------------------------------------------------------------------------- processes
