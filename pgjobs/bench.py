@@ -1,7 +1,8 @@
 """`pgjobs bench`: enqueue and drain no-op jobs, print rates and latency.
 
-It works in its own schema (`pgjobs_bench`), which it drops and recreates, so it never
-touches real jobs. Worker processes are real `pgjobs worker` processes.
+It works in its own schema (`pgjobs_bench`), which it drops before it starts and again when
+it ends, however it ends, so it never touches real jobs and leaves nothing behind. Worker
+processes are real `pgjobs worker` processes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from psycopg import sql
 from rich.table import Table
 
 from pgjobs import db
@@ -101,46 +101,76 @@ def run(
     claim_scaling: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
-    say = progress or (lambda _msg: None)
     os.environ["PGJOBS_DSN"] = dsn  # the worker processes and `app` read it
     conn = db.connect(dsn)
-    q = queries_for(SCHEMA)
-    report = Report(db.describe(dsn), workers, concurrency, jobs, rounds)
     try:
-        with app.database.errors():
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
-        app.migrate()
-        procs = _start_workers(workers, concurrency)
-        try:
-
-            def started() -> bool:
-                if any(proc.poll() is not None for proc in procs):
-                    raise PgJobsError("bench: a worker process exited at start (see its output)")
-                return bool(_scalar(conn, q["count_workers"]) >= workers)
-
-            _wait_for(started, 30, "workers to start")
-            say(f"measuring latency over {latency_samples} jobs...")
-            report.latency_ms = _latency(conn, latency_samples)
-            singles, bulks, drains, sync_drains = [], [], [], []
-            for number in range(1, rounds + 1):
-                say(f"round {number}/{rounds}...")
-                single, bulk, drain = _round(conn, jobs, noop)
-                singles.append(single)
-                bulks.append(bulk)
-                drains.append(drain)
-                sync_drains.append(_round(conn, jobs, noop_sync, single_count=0)[2])
-            report.enqueue_single_per_s = statistics.median(singles)
-            report.enqueue_bulk_per_s = statistics.median(bulks)
-            report.drain_per_s = statistics.median(drains)
-            report.drain_sync_per_s = statistics.median(sync_drains)
-        finally:
-            _stop_workers(procs)
-        if claim_scaling:
-            say("measuring claim time against table size (this enqueues 1M jobs)...")
-            report.claim_ms = _claim_scaling(conn)
+        _drop_schema(conn)
+        return _measure(
+            conn,
+            Report(db.describe(dsn), workers, concurrency, jobs, rounds),
+            latency_samples=latency_samples,
+            claim_scaling=claim_scaling,
+            say=progress or (lambda _msg: None),
+        )
     finally:
         conn.close()
         app.close()
+        _drop_schema_after(dsn)
+
+
+def _drop_schema(conn: Any) -> None:
+    with app.database.errors():
+        conn.execute(queries_for(SCHEMA)["bench_drop_schema"])
+
+
+def _drop_schema_after(dsn: str) -> None:
+    """Drops the scratch schema on a fresh connection (the run's may be what failed); a
+    failure here is reported, never raised over the run's own outcome."""
+    try:
+        with db.connect(dsn) as conn:
+            _drop_schema(conn)
+    except (PgJobsError, OSError) as exc:
+        sys.stderr.write(f"bench: could not drop its schema {SCHEMA!r} ({exc}); drop it by hand\n")
+
+
+def _measure(
+    conn: Any,
+    report: Report,
+    *,
+    latency_samples: int,
+    claim_scaling: bool,
+    say: Callable[[str], None],
+) -> Report:
+    q = queries_for(SCHEMA)
+    app.migrate()
+    procs = _start_workers(report.workers, report.concurrency)
+    try:
+
+        def started() -> bool:
+            if any(proc.poll() is not None for proc in procs):
+                raise PgJobsError("bench: a worker process exited at start (see its output)")
+            return bool(_scalar(conn, q["count_workers"]) >= report.workers)
+
+        _wait_for(started, 30, "workers to start")
+        say(f"measuring latency over {latency_samples} jobs...")
+        report.latency_ms = _latency(conn, latency_samples)
+        singles, bulks, drains, sync_drains = [], [], [], []
+        for number in range(1, report.rounds + 1):
+            say(f"round {number}/{report.rounds}...")
+            single, bulk, drain = _round(conn, report.jobs, noop)
+            singles.append(single)
+            bulks.append(bulk)
+            drains.append(drain)
+            sync_drains.append(_round(conn, report.jobs, noop_sync, single_count=0)[2])
+        report.enqueue_single_per_s = statistics.median(singles)
+        report.enqueue_bulk_per_s = statistics.median(bulks)
+        report.drain_per_s = statistics.median(drains)
+        report.drain_sync_per_s = statistics.median(sync_drains)
+    finally:
+        _stop_workers(procs)
+    if claim_scaling:
+        say("measuring claim time against table size (this enqueues 1M jobs)...")
+        report.claim_ms = _claim_scaling(conn)
     return report
 
 

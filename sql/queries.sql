@@ -206,6 +206,10 @@ SELECT count(*) FROM {schema}.job_history
 -- name: count_workers
 SELECT count(*) FROM {schema}.workers
 
+-- name: bench_drop_schema
+-- The bench's scratch schema, dropped before and after each run.
+DROP SCHEMA IF EXISTS {schema} CASCADE
+
 -- name: bench_latency
 -- Enqueue-to-start latency (ms) of the given jobs, from the database's own timestamps.
 SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (

@@ -166,9 +166,21 @@ def bench(
         ),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
-    dsn: Dsn = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--dsn",
+            envvar="PGJOBS_DSN",
+            help="Postgres DSN to measure (else a throw-away embedded PostgreSQL).",
+        ),
+    ] = None,
 ) -> None:
-    """Measure enqueue rate, drain rate and enqueue-to-start latency (no-op jobs)."""
+    """Measure enqueue rate, drain rate and enqueue-to-start latency (no-op jobs).
+
+    Runs in a scratch schema, pgjobs_bench, of the database given by --dsn or $PGJOBS_DSN
+    (never touching your jobs), dropped before the run and again when it ends, also on
+    Ctrl-C or failure. With neither, it starts a throw-away embedded PostgreSQL.
+    """
     from pgjobs import bench as bench_mod
 
     try:
