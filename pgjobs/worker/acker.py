@@ -1,15 +1,15 @@
 """Writes job outcomes back in batches: one pipelined round trip per flush.
 
 Batching is natural rather than timed: while one flush is in flight, new outcomes gather
-and go together in the next. Every statement matches on (id, worker_id, state='running'),
-so replaying a batch after a lost connection is harmless.
+and go together in the next. Every statement matches on (id, attempt, worker_id, state='running'),
+so replaying a batch after a lost connection is harmless, and the outcome of a run that was
+rescued meanwhile changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,9 +25,29 @@ log = logging.getLogger("pgjobs.worker")
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
 
 
+_QUERY = {
+    Kind.SUCCEEDED: "complete_jobs",
+    Kind.RETRY: "retry_jobs",
+    Kind.DEAD: "bury_jobs",
+    Kind.RELEASED: "release_jobs",
+}
+
+
+def _columns(kind: Kind) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {"ids": [], "attempts": []}
+    if kind is Kind.RETRY:
+        columns["delays"] = []
+    if kind in (Kind.RETRY, Kind.DEAD):
+        columns["errors"] = []
+    return columns
+
+
 class Acker:
-    def __init__(self, queries: Queries, connect: Connect, channel: str):
+    def __init__(
+        self, queries: Queries, connect: Connect, channel: str, on_written: Callable[[], None]
+    ):
         self.q = queries
+        self._on_written = on_written
         self._connect = connect
         self._channel = channel
         self._pending: list[Outcome] = []
@@ -59,12 +79,22 @@ class Acker:
                         self._conn = await self._connect()
                     await self._write(self._conn, batch)
                     self.unacked.difference_update(outcome.job.id for outcome in batch)
+                    self._on_written()
                     batch = []
                     delay = 0.1
                 except (psycopg.OperationalError, PgJobsError) as exc:
-                    log.warning(
-                        "acking %d job(s) failed, retrying in %.1fs: %s", len(batch), delay, exc
-                    )
+                    if db.short_of_connections(exc):
+                        log.error(
+                            "short of Postgres connections (max_connections reached): cannot "
+                            "write %d job outcome(s); claiming pauses while they wait; "
+                            "retrying in %.1fs",
+                            len(self.unacked),
+                            delay,
+                        )
+                    else:
+                        log.warning(
+                            "acking %d job(s) failed, retrying in %.1fs: %s", len(batch), delay, exc
+                        )
                     await self.close()
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
@@ -93,40 +123,25 @@ class Acker:
                 )
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], batch: list[Outcome]) -> None:
-        succeeded: dict[int, list[int]] = defaultdict(list)
-        retried: dict[int, tuple[list[int], list[float], list[str | None]]] = defaultdict(
-            lambda: ([], [], [])
-        )
-        dead: dict[int, tuple[list[int], list[str | None]]] = defaultdict(lambda: ([], []))
-        released: dict[int, list[int]] = defaultdict(list)
+        # One statement per (kind, worker id); every row is matched on its attempt too.
+        groups: dict[tuple[Kind, int], dict[str, list[Any]]] = {}
         for outcome in batch:
             job = outcome.job
-            if outcome.kind is Kind.SUCCEEDED:
-                succeeded[job.worker_id].append(job.id)
-            elif outcome.kind is Kind.RETRY:
-                ids, delays, errors = retried[job.worker_id]
-                ids.append(job.id)
-                delays.append(outcome.delay)
-                errors.append(outcome.error)
-            elif outcome.kind is Kind.DEAD:
-                dead_ids, dead_errors = dead[job.worker_id]
-                dead_ids.append(job.id)
-                dead_errors.append(outcome.error)
-            else:
-                released[job.worker_id].append(job.id)
-        q = self.q
+            group = groups.get((outcome.kind, job.worker_id))
+            if group is None:
+                group = groups[outcome.kind, job.worker_id] = _columns(outcome.kind)
+            group["ids"].append(job.id)
+            group["attempts"].append(job.attempt)
+            if outcome.kind is Kind.RETRY:
+                group["delays"].append(outcome.delay)
+            if outcome.kind in (Kind.RETRY, Kind.DEAD):
+                group["errors"].append(outcome.error)
         async with conn.pipeline(), conn.cursor() as cur:
-            for worker_id, ids in succeeded.items():
-                await cur.execute(q["complete_jobs"], {"ids": ids, "worker_id": worker_id})
-            for worker_id, (ids, delays, errors) in retried.items():
-                params = {"ids": ids, "delays": delays, "errors": errors, "worker_id": worker_id}
-                await cur.execute(q["retry_jobs"], params)
-            for worker_id, (ids, errors) in dead.items():
-                params = {"ids": ids, "errors": errors, "worker_id": worker_id}
-                await cur.execute(q["bury_jobs"], params)
-            for worker_id, ids in released.items():
-                params = {"ids": ids, "worker_id": worker_id, "channel": self._channel}
-                await cur.execute(q["release_jobs"], params)
+            for (kind, worker_id), columns in groups.items():
+                params: dict[str, Any] = {**columns, "worker_id": worker_id}
+                if kind is Kind.RELEASED:
+                    params["channel"] = self._channel
+                await cur.execute(self.q[_QUERY[kind]], params)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

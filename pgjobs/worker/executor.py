@@ -101,6 +101,9 @@ class Executor:
                 f"attempt {job.attempt} exceeds max_attempts={max_attempts} (the previous "
                 "attempt's worker was lost); not run again",
             )
+        if job.broken is not None:  # nothing in a row may stop the worker: the job fails
+            backoff = task.retry if task is not None else UNKNOWN_TASK_BACKOFF
+            return self._failed(job, max_attempts, backoff, "bad_row", job.broken)
         if task is None:
             known = ", ".join(sorted(self.tasks)) or "none"
             message = (
@@ -156,6 +159,8 @@ class Executor:
             if not deadline.expired():  # the handler's own TimeoutError, not ours
                 raise
             raise JobTimeout(f"timed out after {task.timeout:g}s (cancelled)") from exc
+        if deadline.expired():  # it swallowed the cancellation and returned: still too late
+            raise JobTimeout(f"timed out after {task.timeout:g}s (ignored its cancellation)")
 
     async def _run_sync(self, task: Task[Any, Any], job: Job) -> None:
         self.in_threads.add(job.id)

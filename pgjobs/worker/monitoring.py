@@ -57,9 +57,9 @@ class Monitoring:
         database = self.probe.check()
         return Check(database.ok, f"{state.detail}; {database.detail}")
 
-    def services(self, connect: Connect) -> dict[str, Coroutine[Any, Any, None]]:
-        """The loops to run on the worker's loop. `connect` gives the connection of the
-        queue depth reader and of readiness checks: the worker's maintenance connection."""
+    def services(self, connect: Connect) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """The loops to run (and restart) on the worker's loop. `connect` gives the connection
+        of the queue depth reader and of readiness checks: the worker's maintenance one."""
         self.depth = QueueDepthReader(
             self._queries, connect, self._clock, depth=self.metrics.queue_depth
         )
@@ -67,7 +67,7 @@ class Monitoring:
         self.probe = DatabaseProbe(
             asyncio.get_running_loop(), connect, database.queries, lambda: database.dsn
         )
-        return {"loop heartbeat": self.heartbeat.run(), "queue depth": self.depth.loop()}
+        return {"loop heartbeat": self.heartbeat.run, "queue depth": self.depth.loop}
 
     def start(self) -> None:
         self.server.start()

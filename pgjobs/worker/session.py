@@ -1,12 +1,18 @@
 """The worker's one session connection: identity, liveness lock, LISTEN and heartbeat.
 
-The worker registers under a fresh id and holds a session advisory lock on it for as long
-as this connection lives. Rescuers treat a running job whose worker's lock has been gone
-for the worker's rescue grace as orphaned. If the connection drops, the session tries,
-for the first part of that grace (REATTACH_SHARE), to take the same id's lock back, and
-the worker's jobs carry on untouched. If it cannot, it hands the old id to `on_fenced`,
-which must stop every handler of that id's jobs before the grace is over, and registers
-under a new id; the old id's jobs are left to rescue.
+The worker registers under a fresh id, holds a session advisory lock on it for as long as
+this connection lives, and records the connection's backend pid: rescuers trust the lock
+only while that backend holds it. Rescuers treat a running job whose worker's lock has been
+gone for the worker's rescue grace as orphaned. If the connection drops, the session tries,
+for the first part of that grace (REATTACH_SHARE), to take the same id's lock back; the
+database refuses once the grace has run out or a rescue removed the worker (reattach_worker),
+and reports which jobs still run under the id, so that the handlers of any other are stopped.
+A loss found after the event loop was blocked is dated from the start of the block (see
+watchdog.py): a worker blocked past its reattach window never takes its session back. If it
+cannot, it hands the old id to `on_fenced`, which must stop every handler of that id's jobs
+before the grace is over, and registers under a new id; the old id's jobs are left to rescue.
+A schema that no longer accepts this worker's PROTOCOL refuses its heartbeat: `run` raises
+WorkerOutdated and the worker stops.
 This connection must be direct or go through a session-mode pooler (not transaction mode).
 """
 
@@ -25,6 +31,7 @@ from psycopg import sql
 from pgjobs import db
 from pgjobs.errors import PgJobsError
 from pgjobs.queries import Queries
+from pgjobs.worker.watchdog import LoopWatch
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -37,10 +44,24 @@ FENCE_SHARE = 0.3
 REATTACH_RETRY = 0.1
 UNREGISTER_TIMEOUT = 5.0
 
+# What this worker speaks; the schema's `compatibility.min_worker_protocol` must not exceed
+# it. Raise both together when workers of the old and the new code must not run side by
+# side (protocol 2: verified lock holders, acks fenced by attempt, refused reattach).
+PROTOCOL = 2
+OUTDATED_SQLSTATE = "PJ001"
+
 
 class LockTaken(PgJobsError):
     """The lost id's lock is still held: the server has not yet noticed our old connection
     is gone (while it holds the lock, nothing of ours is rescued)."""
+
+
+class ReattachRefused(PgJobsError):
+    """The database no longer lets the lost id back: its grace ran out or it was rescued."""
+
+
+class WorkerOutdated(PgJobsError):
+    """The schema requires a newer worker protocol than this pgjobs speaks."""
 
 
 class Session:
@@ -58,6 +79,7 @@ class Session:
         on_notify: Callable[[str], None],
         on_connect: Callable[[], None],
         on_fenced: Callable[[int], Awaitable[None]],
+        on_reattached: Callable[[int, set[int]], Awaitable[None]],
         monotonic: Callable[[], float],
     ):
         self.q = queries
@@ -72,13 +94,23 @@ class Session:
         self._on_notify = on_notify
         self._on_connect = on_connect
         self._on_fenced = on_fenced
+        self._on_reattached = on_reattached
         self._monotonic = monotonic
+        self.watch: LoopWatch | None = None  # set by the worker: dates losses after stalls
         self.worker_id: int | None = None
         self.ready = asyncio.Event()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def lock_key(self, worker_id: int) -> int:
         return (self.lock_namespace << 32) | worker_id
+
+    def socket_fd(self) -> int:
+        """The session connection's socket (-1 without one); read by the watchdog thread."""
+        conn = self._conn
+        try:
+            return -1 if conn is None or conn.closed else int(conn.pgconn.socket)
+        except psycopg.Error:
+            return -1
 
     async def run(self) -> None:
         delay = 0.2
@@ -98,12 +130,18 @@ class Session:
                 delay = 0.2
                 lost_since = None
                 await self._listen()
-            except (psycopg.OperationalError, PgJobsError, TimeoutError) as exc:
-                if lost_since is None and self.worker_id is not None:
-                    log.warning("worker %s lost its session connection: %s", self.worker_id, exc)
-                    lost_since = self._monotonic()
-                elif lost_since is None:
-                    log.warning("cannot open the worker session, retrying in %.1fs: %s", delay, exc)
+            except psycopg.Error as exc:
+                if exc.sqlstate == OUTDATED_SQLSTATE:
+                    message = exc.diag.message_primary or str(exc)
+                    raise WorkerOutdated(f"{message}: stopping this worker") from exc
+                if not isinstance(exc, psycopg.OperationalError):
+                    raise
+                lost_since = self._lost(lost_since, exc)
+            except ReattachRefused as exc:
+                log.warning("worker %s: %s", self.worker_id, exc)
+                lost_since = float("-inf")  # fence now: no more tries
+            except (PgJobsError, TimeoutError) as exc:
+                lost_since = self._lost(lost_since, exc)
             self.ready.clear()
             await self._discard()
             if lost_since is None:
@@ -122,6 +160,23 @@ class Session:
                 )
                 await self._on_fenced(lost)
 
+    def _lost(self, lost_since: float | None, exc: BaseException) -> float | None:
+        """When the session was lost (None: it never had an id to lose)."""
+        if lost_since is not None:
+            return lost_since
+        if self.worker_id is None:
+            log.warning("cannot open the worker session: %s", exc)
+            return None
+        now = self._monotonic()
+        since = self.watch.lost_since(now) if self.watch is not None else now
+        log.warning(
+            "worker %s lost its session connection%s: %s",
+            self.worker_id,
+            f" (the event loop was blocked for {now - since:.1f}s)" if since < now else "",
+            exc,
+        )
+        return since
+
     async def _open(self, reattach: int | None) -> None:
         """Connect, lock a worker id (`reattach`, or a fresh one), register and LISTEN."""
         conn = await self._connect()
@@ -131,18 +186,29 @@ class Session:
         if reattach is not None:
             if not await self._try_lock(cur, reattach):
                 raise LockTaken(f"the lock of worker {reattach} is still held")
+            await cur.execute(q["reattach_worker"], {"id": reattach})
+            row = await cur.fetchone()
+            if row is None:
+                await cur.execute(q["unlock_worker"], {"key": self.lock_key(reattach)})
+                raise ReattachRefused(
+                    "the database refused to let it take its id back (its rescue grace ran "
+                    "out, or its jobs were rescued)"
+                )
+            await self._on_reattached(reattach, set(row[0]))
             candidate = reattach
         else:
             candidate = await self._lock_fresh_id(cur)
-        params = {
-            "id": candidate,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "queues": self.queues,
-            "concurrency": self.concurrency,
-            "rescue_grace": self.rescue_grace,
-        }
-        await cur.execute(q["register_worker"], params)
+            params = {
+                "id": candidate,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+                "rescue_grace": self.rescue_grace,
+                "namespace": self.lock_namespace,
+                "protocol": PROTOCOL,
+            }
+            await cur.execute(q["register_worker"], params)
         await cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         self.worker_id = candidate
         self.ready.set()

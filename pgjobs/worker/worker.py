@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -36,8 +36,9 @@ from pgjobs.worker.maintenance import SharedConnection
 from pgjobs.worker.outcome import Kind, Outcome, describe_exception, error_record
 from pgjobs.worker.pruner import Pruner
 from pgjobs.worker.rescuer import Rescuer
-from pgjobs.worker.session import FENCE_SHARE, Session
+from pgjobs.worker.session import FENCE_SHARE, Session, WorkerOutdated
 from pgjobs.worker.threads import ThreadRunner
+from pgjobs.worker.watchdog import LoopWatch
 
 if TYPE_CHECKING:
     from pgjobs.app import App
@@ -53,6 +54,14 @@ INTERNAL_ERROR_BACKOFF = Backoff(initial=5, factor=2, max=300)
 # ones) still ran: exiting is the only way to keep their jobs from running twice at once.
 # The supervisor (or the process manager) starts a fresh process.
 EXIT_FENCED = 75
+
+# Claims stop while this many outcomes (or `concurrency`, if more) wait to be written: a
+# worker that cannot write outcomes stops taking work instead of running it unrecorded.
+UNACKED_MIN = 100
+
+# A background service that crashes is restarted after this long, doubling up to the max.
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
 
 
 def _exit_now(code: int) -> None:
@@ -75,8 +84,10 @@ class Worker:
         self.lock_namespace = db.lock_namespace(app.schema, "worker")
         self._running: dict[asyncio.Task[None], Job] = {}
         self._lost_ids: set[int] = set()  # worker ids whose session was lost for good
+        self._fenced_jobs: set[tuple[int, int]] = set()  # (id, attempt) rescued under us
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
+        self._timed_out = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stop = asyncio.Event()
         self._stopping = False
@@ -101,7 +112,8 @@ class Worker:
         self._loop = loop = asyncio.get_running_loop()
         threads = ThreadRunner(cfg.concurrency)
         self.executor = Executor(self.app.tasks, threads, self.clock, hooks=self._observability())
-        self.acker = Acker(self.q, self._connect, self.channel)
+        self.acker = Acker(self.q, self._connect, self.channel, on_written=self._slot_freed.set)
+        self.unacked_limit = max(cfg.concurrency, UNACKED_MIN)
         self.claimer = Claimer(self.q, self._connect, self.clock, cfg.queues)
         self.session = Session(
             self.q,
@@ -115,8 +127,17 @@ class Worker:
             on_notify=self._on_notify,
             on_connect=self._wakeup.set,
             on_fenced=self._fence,
+            on_reattached=self._reattached,
             monotonic=self.clock.monotonic,
         )
+        self.watch = LoopWatch(
+            self.clock.monotonic,
+            reattach_window=self.session.reattach_window,
+            session_fd=self.session.socket_fd,
+            holds_jobs=lambda: bool(self._running),
+            on_lost=self._exit_fenced,
+        )
+        self.session.watch = self.watch
         # Rescuer, auditor and pruner share one connection: four per worker process in all.
         maintenance = SharedConnection(self._connect).get
         self.rescuer = rescuer = Rescuer(
@@ -158,18 +179,19 @@ class Worker:
         if install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        self.watch.start()
         background = [
-            self._spawn(self.session.run(), "session"),
-            self._spawn(self.acker.run(), "acker"),
-            self._spawn(rescuer.loop(), "rescuer"),
-            self._spawn(pruner.loop(), "pruner"),
-            self._spawn(auditor.loop(), "auditor"),
+            self._spawn(self.session.run, "session"),
+            self._spawn(self.acker.run, "acker"),
+            self._spawn(rescuer.loop, "rescuer"),
+            self._spawn(pruner.loop, "pruner"),
+            self._spawn(auditor.loop, "auditor"),
             *self._scheduler_tasks(),
         ]
         if self.monitoring is not None:
-            for name, coro in self.monitoring.services(maintenance).items():
-                background.append(self._spawn(coro, name))
-        claimer = self._spawn(self._claim_loop(), "claimer")
+            for name, factory in self.monitoring.services(maintenance).items():
+                background.append(self._spawn(factory, name))
+        claimer = self._spawn(self._claim_loop, "claimer")
         try:
             await self._stop.wait()
         finally:
@@ -185,6 +207,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             for service in (self.claimer, self.acker, rescuer, pruner, auditor, self.scheduler):
                 await service.close()
+            self.watch.close()
             await self.session.close(unregister=not self._sync_left_running)
             if self.monitoring is not None:
                 await self.monitoring.close()
@@ -246,21 +269,37 @@ class Worker:
         registers schedules nor leads)."""
         if not self.config.cron or self.config.burst:
             return []
-        return [self._spawn(self.scheduler.loop(), "scheduler")]
+        return [self._spawn(self.scheduler.loop, "scheduler")]
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._background_done)
-        return task
+    def _spawn(
+        self, service: Callable[[], Coroutine[Any, Any, None]], name: str
+    ) -> asyncio.Task[None]:
+        return asyncio.create_task(self._supervise(service, name), name=name)
 
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self._stopping:
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("worker %s task crashed; stopping", task.get_name(), exc_info=exc)
-            self.exit_code = 1
-            self.stop()
+    async def _supervise(self, service: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Run a background service; restart it (with backoff) whenever it crashes, so that
+        nothing a service trips on can stop the worker. Only an outdated worker stops."""
+        delay = RESTART_DELAY
+        while True:
+            started = self.clock.monotonic()
+            try:
+                await service()
+                return
+            except WorkerOutdated as exc:
+                log.critical("%s", exc)
+                self.exit_code = 1
+                self.stop()
+                return
+            except Exception as exc:
+                if self._stopping:
+                    return
+                if self.clock.monotonic() - started > RESTART_DELAY_MAX:
+                    delay = RESTART_DELAY  # it had been running fine for a while
+                log.error(
+                    "worker %s task crashed; restarting it in %.1fs", name, delay, exc_info=exc
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_DELAY_MAX)
 
     def stop(self) -> None:
         """Ask the worker to shut down gracefully (what SIGTERM does); callable from any thread."""
@@ -279,8 +318,11 @@ class Worker:
         rescue grace has passed: stop their handlers well before then, or exit."""
         self._lost_ids.add(worker_id)
         held = {task: job for task, job in self._running.items() if job.worker_id == worker_id}
-        if not held:
-            return
+        if held:
+            await self._stop_handlers(held, f"worker {worker_id}")
+
+    async def _stop_handlers(self, held: dict[asyncio.Task[None], Job], whose: str) -> None:
+        """Stop the handlers of jobs that are (about to be) rescued, or exit."""
         in_threads = [job.id for job in held.values() if self._in_thread(job)]
         if in_threads:
             self._exit_fenced(f"sync handler(s) of job(s) {in_threads[:20]} cannot be stopped")
@@ -289,7 +331,17 @@ class Worker:
         _, pending = await asyncio.wait(held, timeout=self.config.rescue_grace * FENCE_SHARE)
         if pending:
             self._exit_fenced(f"{len(pending)} async handler(s) did not stop when cancelled")
-        log.warning("stopped %d job(s) of worker %s; they will be rescued", len(held), worker_id)
+        log.warning("stopped %d job(s) of %s; they will be rescued", len(held), whose)
+
+    async def _reattached(self, worker_id: int, running: set[int]) -> None:
+        """`worker_id` took its session back; the database still runs `running` under it.
+        Any other job of that id was rescued meanwhile: stop its handler (or exit)."""
+        gone = {t: job for t, job in self._running.items() if job.worker_id == worker_id}
+        gone = {t: job for t, job in gone.items() if job.id not in running}
+        if not gone:
+            return
+        self._fenced_jobs.update((job.id, job.attempt) for job in gone.values())
+        await self._stop_handlers(gone, f"job(s) {sorted(j.id for j in gone.values())[:20]}")
 
     def _exit_fenced(self, why: str) -> None:
         log.critical("lost the worker session for good and %s: exiting so that their jobs can "
@@ -321,14 +373,22 @@ class Worker:
         if self.claimer.notified(queue):
             self._wakeup.set()
 
+    def _claim_budget(self) -> int:
+        """How many jobs a claim may take now: free slots, and no more than the outcomes
+        still to be written allow (so that a worker that cannot ack stops claiming)."""
+        cfg = self.config
+        free = cfg.concurrency - len(self._running)
+        unacked_room = self.unacked_limit - len(self.acker.unacked)
+        return min(free, unacked_room, cfg.batch_size)
+
     async def _claim_loop(self) -> None:
         cfg = self.config
         delay = 0.1
         drained = False
         while True:
-            free = cfg.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
+            budget = self._claim_budget()
+            if budget <= 0:
+                self._slot_freed.clear()  # set again when a job ends or outcomes are written
                 await self._slot_freed.wait()
                 continue
             await self.session.ready.wait()
@@ -337,14 +397,21 @@ class Worker:
             self._wakeup.clear()
             try:
                 async with self._claim_lock:  # the auditor must not see a claim half done
-                    jobs = await self.claimer.claim(worker_id, min(free, cfg.batch_size))
+                    jobs = await self.claimer.claim(worker_id, budget)
                     if worker_id in self._lost_ids:  # fenced while this claim was under way
                         jobs = []  # not run here: the rescue hands them out again
                     for job in jobs:
                         self._running[asyncio.create_task(self._run_job(job))] = job
                 delay = 0.1
-            except (psycopg.OperationalError, PgJobsError) as exc:
-                log.warning("claiming failed, retrying in %.1fs: %s", delay, exc)
+            except (psycopg.Error, PgJobsError) as exc:
+                if db.short_of_connections(exc):
+                    log.error(
+                        "short of Postgres connections (the server refused a new one: "
+                        "max_connections reached); retrying the claim in %.1fs",
+                        delay,
+                    )
+                else:
+                    log.warning("claiming failed, retrying in %.1fs: %s", delay, exc)
                 await self.claimer.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -363,10 +430,27 @@ class Worker:
                     await self.rescuer.run_once(self.clock.now())
                 drained = True
                 continue
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), cfg.poll_interval)
-            except TimeoutError:
+            if not await self._woken(cfg.poll_interval):
                 self.claimer.mark_stale()
+
+    async def _woken(self, seconds: float) -> bool:
+        """Wait for a wake-up (NOTIFY, a freed slot in burst mode) or `seconds`; True if
+        woken. No wait_for: on Python 3.11 it can swallow a cancellation that lands in the
+        same loop iteration as the wake-up, and stop() would never finish."""
+        assert self._loop is not None
+        timer = self._loop.call_later(seconds, self._poll_timeout)
+        try:
+            await self._wakeup.wait()
+        finally:
+            timer.cancel()
+        if self._timed_out.is_set():
+            self._timed_out.clear()
+            return False
+        return True
+
+    def _poll_timeout(self) -> None:
+        self._timed_out.set()
+        self._wakeup.set()
 
     def _held_job_ids(self) -> set[int]:
         """Jobs this process runs or has yet to ack."""
@@ -376,8 +460,9 @@ class Worker:
         try:
             outcome = await self.executor.run(job)
         except asyncio.CancelledError:
-            if job.worker_id in self._lost_ids:  # fenced: the rescue writes why it reruns
-                return
+            if job.worker_id in self._lost_ids or (job.id, job.attempt) in self._fenced_jobs:
+                self._fenced_jobs.discard((job.id, job.attempt))
+                return  # fenced: the rescue writes why it reruns
             outcome = Outcome(job, Kind.RELEASED)
         except Exception as exc:  # a failure outside the handler: never strand the job
             log.exception("job %s (%s): could not be run; retrying it later", job.id, job.task)

@@ -352,8 +352,8 @@ def test_workers_running_jobs_and_stats(app: pgjobs.App, db: Conn) -> None:
     make_dead(app)
     run_burst(app)  # first: its rescuer would take the hand-made worker below for lost
     db.execute(
-        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency)"
-        " VALUES (5, 'box', 99, '{email}', 4)"
+        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency, protocol)"
+        " VALUES (5, 'box', 99, '{email}', 4, 2)"
     )
     job_id = app.enqueue("admin.x", queue="email")
     db.execute(

@@ -45,8 +45,8 @@ def test_ls_lists_live_workers_with_heartbeats(app: pgj.App, dsn: str) -> None:
 
 def test_ls_shows_a_worker_whose_session_is_lost(app: pgj.App, dsn: str, db: Conn) -> None:
     db.execute(
-        "INSERT INTO pgjobs.workers (id, host, pid, concurrency, lost_at)"
-        " VALUES (7, 'h', 1, 1, '2031-03-14 12:34:56+00')"
+        "INSERT INTO pgjobs.workers (id, host, pid, concurrency, lost_at, protocol)"
+        " VALUES (7, 'h', 1, 1, '2031-03-14 12:34:56+00', 2)"
     )
     [entry] = pgjobs_json("workers", "ls", dsn=dsn)  # type: ignore[misc]
     assert entry["lost_at"].startswith("2031-03-14")

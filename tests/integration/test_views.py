@@ -77,8 +77,8 @@ def unfinished(
 
 def worker(db: Conn, worker_id: int, heartbeat_ago: str = "2 seconds") -> None:
     db.execute(
-        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency, heartbeat_at)"
-        " VALUES (%s, 'box-1', 4242, NULL, 10, now() - %s::interval)",
+        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency, heartbeat_at, protocol)"
+        " VALUES (%s, 'box-1', 4242, NULL, 10, now() - %s::interval, 2)",
         (worker_id, heartbeat_ago),
     )
 

@@ -98,6 +98,52 @@ def test_pruner_follows_the_clock_it_is_given(app: pgjobs.App, db: psycopg.Conne
     assert db.execute("SELECT count(*) FROM pgjobs.job_history").fetchone() == (0,)
 
 
+class AheadClock(pgjobs.SystemClock):
+    """A production clock on a host whose wall clock runs `skew` ahead: it leaves shared
+    decisions to the database (`db_now()` is None), as every SystemClock does."""
+
+    def __init__(self, skew: timedelta):
+        self.skew = skew
+
+    def now(self) -> datetime:
+        return super().now() + self.skew
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_clock_runs_ahead_prunes_on_the_database_clock(
+    app: pgjobs.App, db: psycopg.Connection[Any]
+) -> None:
+    """The pruner's own loop, with a host clock 31 days ahead: only what the database's
+    clock makes old goes (once, that host deleted all history, dead jobs included)."""
+    (db_now,) = db.execute("SELECT now()").fetchone()  # type: ignore[misc]
+    day = timedelta(days=1)
+    _insert_history(db, 1, "succeeded", db_now - 8 * day)  # past 7 days: pruned
+    _insert_history(db, 2, "succeeded", db_now - day)
+    _insert_history(db, 3, "dead", db_now - day)
+    _insert_history(db, 4, "dead", db_now - 29 * day)
+    clock = AheadClock(timedelta(days=31))
+    assert clock.now() > db_now + 30 * day
+
+    async def main() -> None:
+        pruner = _pruner(app, clock)
+        pruner.interval = 0.05
+        passes = asyncio.create_task(pruner.loop())
+        try:
+            deadline = time.monotonic() + 30
+            while db.execute("SELECT 1 FROM pgjobs.job_history WHERE id = 1").fetchone():
+                assert time.monotonic() < deadline, "the pruner never pruned"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # a few more passes: they must delete nothing else
+        finally:
+            passes.cancel()
+            await asyncio.gather(passes, return_exceptions=True)
+            await pruner.close()
+
+    asyncio.run(main())
+    left = [row[0] for row in db.execute("SELECT id FROM pgjobs.job_history ORDER BY id")]
+    assert left == [2, 3, 4]
+
+
 def _insert_running(db: psycopg.Connection[Any], worker_id: int, queue: str) -> int:
     row = db.execute(
         "INSERT INTO pgjobs.jobs (task, queue, state, attempt, started_at, worker_id)"
@@ -110,8 +156,8 @@ def _insert_running(db: psycopg.Connection[Any], worker_id: int, queue: str) -> 
 
 def _insert_worker(db: psycopg.Connection[Any], worker_id: int, grace: float = 5.0) -> None:
     db.execute(
-        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency, rescue_grace)"
-        " VALUES (%s, 'test-host', 1, NULL, 1, make_interval(secs => %s))",
+        "INSERT INTO pgjobs.workers (id, host, pid, queues, concurrency, rescue_grace, protocol)"
+        " VALUES (%s, 'test-host', 1, NULL, 1, make_interval(secs => %s), 2)",
         (worker_id, grace),
     )
 
