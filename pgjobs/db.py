@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import threading
 import zlib
 from collections.abc import Iterator
@@ -22,7 +21,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pgjobs.errors import ConfigError, DatabaseError, SchemaError
+from pgjobs.dsn import check as check_dsn
+from pgjobs.dsn import describe, redact, scrub
+from pgjobs.errors import ConfigError, DatabaseError, InvalidInput, SchemaError
+from pgjobs.job import Undecodable
 
 # Worker connections must notice a dead peer in seconds, not the kernel's two hours.
 KEEPALIVES = {
@@ -40,33 +42,13 @@ def resolve_dsn(dsn: str | None) -> str:
     """The explicit DSN, else $PGJOBS_DSN, else "" (libpq's PGHOST, PGUSER... apply)."""
     if dsn is None:
         dsn = os.environ.get("PGJOBS_DSN", "")
-    try:
-        conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid DSN {redact(dsn)!r}: {redact(_first_line(exc))}") from None
+    problem = check_dsn(dsn)  # cached: this runs on every use of a Database
+    if problem:
+        raise ConfigError(problem) from None
     return dsn
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)([^@]*)(@)")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """`text` with any password in a URL or key=value DSN replaced by ***."""
-    text = _URL_PASSWORD.sub(r"\1***\3", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
-
-
-def describe(dsn: str) -> str:
-    """host:port/dbname of a DSN, for messages (never the password)."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<invalid DSN>"
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    dbname = params.get("dbname") or os.environ.get("PGDATABASE") or "(default)"
-    return f"{host}:{port}/{dbname}"
+__all__ = ["describe", "redact", "scrub"]  # re-exported from pgjobs.dsn
 
 
 def conninfo(dsn: str, *, application_name: str = "pgjobs", keepalives: bool = False) -> str:
@@ -98,7 +80,10 @@ def _first_line(exc: BaseException) -> str:
 
 def translate(exc: psycopg.Error, dsn: str = "", schema: str | None = None) -> Exception:
     """The pgjobs error for a psycopg error (the caller raises it `from exc`)."""
-    message = redact(_first_line(exc))
+    message = scrub(_first_line(exc), dsn)
+    if isinstance(exc, pg_errors.InvalidParameterValue):
+        # The SQL enqueue function's input limits (migration 0005) use this SQLSTATE.
+        return InvalidInput(f"Postgres refused the job: {message}")
     if isinstance(
         exc,
         pg_errors.UndefinedTable
@@ -264,9 +249,29 @@ def _load_json(data: str | bytes) -> Any:
         return []
     if data == b"{}":
         return {}
-    return _json_decode(data if isinstance(data, str) else bytes(data).decode())
+    try:
+        return _json_decode(data if isinstance(data, str) else bytes(data).decode())
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # Nothing in a row may stop the claim: the job fails instead (see pgjobs.job).
+        return Undecodable(f"{type(exc).__name__}: {_first_line(exc)[:200]}")
 
 
 def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Decode json/jsonb on `conn` without json.loads' per-call encoding detection."""
+    """Decode json/jsonb on `conn` without json.loads' per-call encoding detection; a value
+    Python cannot decode (too deep, an integer of too many digits) loads as Undecodable."""
     set_json_loads(_load_json, conn)
+
+
+def short_of_connections(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is the server refusing a connection because
+    max_connections (or a role's or database's connection limit) is reached."""
+    while exc is not None:
+        if isinstance(exc, psycopg.Error) and exc.sqlstate == "53300":
+            return True
+        text = str(exc)
+        if "too many clients" in text or "remaining connection slots" in text:
+            return True
+        if "too many connections for" in text:  # a role's or database's CONNECTION LIMIT
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False

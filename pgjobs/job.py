@@ -14,7 +14,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-MAX_NAME_LENGTH = 200
+from pgjobs.errors import InvalidInput
+from pgjobs.limits import (
+    MAX_JSON_DEPTH,
+    MAX_NAME_LENGTH,
+    check_dedup_key,
+    check_max_attempts,
+    check_name,
+    check_priority,
+    may_break_limits,
+    structure_problem,
+)
+
+__all__ = ["MAX_NAME_LENGTH", "check_name"]  # re-exported: callers import them from here
 DEFAULT_QUEUE = "default"
 # The largest JSON encoding of one job's arguments (args and kwargs together) that enqueue
 # accepts, in bytes. Postgres' own ceiling is 256 MiB per jsonb value, but every claim loads
@@ -40,13 +52,23 @@ class Job:
     started_at: datetime
     dedup_key: str | None
     worker_id: int = field(default=0, compare=False)
+    # Why the row's arguments cannot be used (the job then fails like a raising handler).
+    broken: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What the claim's JSON loader returns for a value Python cannot decode."""
+
+    reason: str
 
 
 CLAIM_COLUMNS = 12
 
 
 def job_from_row(row: Sequence[Any], worker_id: int) -> Job:
-    """Map a claim_jobs row (args and kwargs arrive already decoded from jsonb)."""
+    """Map a claim_jobs row (args and kwargs arrive already decoded from jsonb, or as
+    Undecodable). Never raises on what a row holds: a bad row makes a broken Job."""
     (
         job_id,
         task,
@@ -61,6 +83,13 @@ def job_from_row(row: Sequence[Any], worker_id: int) -> Job:
         started_at,
         dedup_key,
     ) = row[:CLAIM_COLUMNS]
+    broken = None
+    if not isinstance(args, list):
+        broken = _broken("args", args, "a JSON array")
+        args = []
+    if not isinstance(kwargs, dict):
+        broken = broken or _broken("kwargs", kwargs, "a JSON object")
+        kwargs = {}
     return Job(
         job_id,
         task,
@@ -75,7 +104,14 @@ def job_from_row(row: Sequence[Any], worker_id: int) -> Job:
         started_at,
         dedup_key,
         worker_id,
+        broken,
     )
+
+
+def _broken(column: str, value: Any, expected: str) -> str:
+    if isinstance(value, Undecodable):
+        return f"the job's {column} cannot be decoded: {value.reason}"
+    return f"the job's {column} is not {expected} (got {type(value).__name__})"
 
 
 @dataclass(frozen=True)
@@ -92,41 +128,21 @@ class EnqueueOptions:
     def __post_init__(self) -> None:
         if self.queue is not None:
             check_name("queue", self.queue)
-        if self.priority is not None and not _is_int(self.priority):
-            raise TypeError(f"priority must be an int, got {self.priority!r}")
+        if self.priority is not None:
+            check_priority(self.priority)
         if self.delay is not None and self.run_at is not None:
-            raise ValueError("give either delay or run_at, not both")
+            raise InvalidInput("give either delay or run_at, not both")
         if self.delay is not None and not isinstance(self.delay, timedelta):
-            raise TypeError(f"delay must be a timedelta, got {self.delay!r}")
+            raise InvalidInput(f"delay must be a timedelta, got {self.delay!r}")
         if self.run_at is not None:
             if not isinstance(self.run_at, datetime):
-                raise TypeError(f"run_at must be a datetime, got {self.run_at!r}")
+                raise InvalidInput(f"run_at must be a datetime, got {self.run_at!r}")
             if self.run_at.tzinfo is None:
-                raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC))")
-        if self.dedup_key is not None and (
-            not isinstance(self.dedup_key, str) or not self.dedup_key
-        ):
-            raise ValueError(f"dedup_key must be a non-empty string, got {self.dedup_key!r}")
-        if self.max_attempts is not None and (
-            not _is_int(self.max_attempts) or self.max_attempts < 1
-        ):
-            raise ValueError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_name(kind: str, name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{kind} name must be a non-empty string, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ValueError(
-            f"{kind} name is longer than {MAX_NAME_LENGTH} characters: {name[:40]!r}..."
-        )
-    if "\x00" in name:
-        raise ValueError(f"{kind} name must not contain NUL characters: {name!r}")
-    return name
+                raise InvalidInput("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        if self.dedup_key is not None:
+            check_dedup_key(self.dedup_key)
+        if self.max_attempts is not None:
+            check_max_attempts(self.max_attempts)
 
 
 def _reject_non_json(value: object) -> Any:
@@ -141,8 +157,15 @@ _encode = json.JSONEncoder(
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+class _TooDeep(ValueError):
+    """The encoder ran out of recursion: the value nests far too deep."""
+
+
 def _dumps(value: Any) -> str:
-    text = _encode(value)
+    try:
+        text = _encode(value)
+    except RecursionError:
+        raise _TooDeep(f"nests deeper than {MAX_JSON_DEPTH} levels of arrays/objects") from None
     # Valid JSON that Postgres cannot take: refuse it here, before the caller's transaction
     # is aborted by the server (NUL in jsonb) or psycopg fails to encode it (lone surrogate).
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
@@ -159,7 +182,9 @@ def encode_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) 
     """JSON-encode arguments; a TypeError names the task and the offending argument."""
     for key in kwargs:
         if not isinstance(key, str):
-            raise TypeError(f"task {task!r}: keyword argument names must be strings, got {key!r}")
+            raise InvalidInput(
+                f"task {task!r}: keyword argument names must be strings, got {key!r}"
+            )
     try:
         encoded = _dumps(list(args)), _dumps(dict(kwargs))
     except (TypeError, ValueError):
@@ -167,17 +192,31 @@ def encode_arguments(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) 
             _check_one(task, f"positional argument {index}", value)
         for key, value in kwargs.items():
             _check_one(task, f"argument {key!r}", value)
-        raise TypeError(f"task {task!r}: arguments are not JSON serializable") from None
+        raise InvalidInput(f"task {task!r}: arguments are not JSON serializable") from None
     if (len(encoded[0]) + len(encoded[1])) * 4 > MAX_ARGUMENTS_BYTES:  # UTF-8: <= 4 bytes/char
         check_size(task, *encoded)
+    if may_break_limits(encoded[0]) or may_break_limits(encoded[1]):
+        _check_structure(task, list(enumerate(args)), kwargs)
     return encoded
+
+
+def _check_structure(
+    task: str, positional: Iterable[tuple[int, Any]], keywords: Mapping[str, Any]
+) -> None:
+    """Raise InvalidInput naming the first argument over the depth or integer limit."""
+    labelled = [(f"positional argument {i}", v) for i, v in positional]
+    labelled += [(f"argument {k!r}", v) for k, v in keywords.items()]
+    for label, value in labelled:
+        problem = structure_problem(value)
+        if problem:
+            raise InvalidInput(f"task {task!r}: {label} {problem}")
 
 
 def check_size(task: str, *texts: str) -> None:
     """Raise ValueError if the JSON `texts` of one job exceed MAX_ARGUMENTS_BYTES."""
     size = sum(len(text) if text.isascii() else len(text.encode()) for text in texts)
     if size > MAX_ARGUMENTS_BYTES:
-        raise ValueError(
+        raise InvalidInput(
             f"task {task!r}: the arguments are {size:,} bytes of JSON, over the limit of "
             f"{MAX_ARGUMENTS_BYTES:,} (pgjobs.job.MAX_ARGUMENTS_BYTES): store big data "
             "elsewhere and pass a reference to it"
@@ -188,10 +227,15 @@ def _check_one(task: str, label: str, value: Any) -> None:
     try:
         _dumps(value)
     except (TypeError, ValueError) as exc:
+        # Too deep for the encoder, or an int over Python's int/str limit: say which limit.
+        if isinstance(exc, _TooDeep) or "integer string conversion" in str(exc):
+            problem = structure_problem(value)
+            if problem:
+                raise InvalidInput(f"task {task!r}: {label} {problem}") from None
         reason = str(exc)
         if isinstance(value, float) and not math.isfinite(value):
             reason = f"{value!r} is not valid JSON"
-        raise TypeError(f"task {task!r}: {label} is not JSON serializable: {reason}") from None
+        raise InvalidInput(f"task {task!r}: {label} is not JSON serializable: {reason}") from None
 
 
 def enqueue_params(
@@ -225,7 +269,7 @@ def encode_many(task: str, items: Iterable[object]) -> list[str]:
     encoded = []
     for item in items:
         if not isinstance(item, Mapping):
-            raise TypeError(
+            raise InvalidInput(
                 f"task {task!r}: enqueue_many takes a list of keyword-argument dicts, got "
                 f"{type(item).__name__}"
             )
@@ -235,29 +279,29 @@ def encode_many(task: str, items: Iterable[object]) -> list[str]:
             text = encode_arguments(task, (), item)[1]
         if len(text) * 4 > MAX_ARGUMENTS_BYTES:
             check_size(task, text)
+        if may_break_limits(text):
+            _check_structure(task, (), item)
         encoded.append(text)
     return encoded
 
 
-def copy_rows(
+def many_params(
     task: str,
-    encoded_kwargs: Sequence[str],
-    ids: Sequence[int],
     *,
     queue: str,
     priority: int,
     max_attempts: int | None,
     options: EnqueueOptions,
-    now: datetime,
-) -> list[tuple[Any, ...]]:
-    """Rows for COPY into jobs; `now` is the database's clock."""
+) -> dict[str, Any]:
+    """Parameters of the `enqueue_many` query but `kwargs`, which the producer sends in
+    batches; the database's clock applies `delay`."""
     if options.dedup_key is not None:
         raise ValueError("enqueue_many does not take a dedup_key: enqueue those jobs one by one")
-    run_at = options.run_at or (now + options.delay if options.delay else now)
-    queue = options.queue or queue
-    priority = options.priority if options.priority is not None else priority
-    max_attempts = options.max_attempts or max_attempts
-    return [
-        (job_id, task, queue, "[]", kwargs, priority, run_at, max_attempts)
-        for job_id, kwargs in zip(ids, encoded_kwargs, strict=True)
-    ]
+    return {
+        "task": task,
+        "queue": options.queue or queue,
+        "priority": options.priority if options.priority is not None else priority,
+        "run_at": options.run_at,
+        "delay": options.delay or timedelta(0),
+        "max_attempts": options.max_attempts or max_attempts,
+    }

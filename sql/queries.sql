@@ -9,7 +9,10 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
 )
 
 -- name: migration_lock
-SELECT pg_advisory_xact_lock(%(key)s)
+-- Serialises migrations. A table lock in a self-conflicting mode needs UPDATE, DELETE or
+-- TRUNCATE on the table, which only the schema's owner has: unlike an advisory key, a
+-- producer or worker role cannot take it and block migrations.
+LOCK TABLE {schema}.migrations IN SHARE ROW EXCLUSIVE MODE
 
 -- name: applied_migrations
 SELECT version FROM {schema}.migrations ORDER BY version
@@ -29,11 +32,12 @@ SELECT {schema}.enqueue(
     priority => %(priority)s, run_at => coalesce(%(run_at)s, now() + %(delay)s),
     dedup_key => %(dedup_key)s, max_attempts => %(max_attempts)s)
 
--- name: reserve_job_ids
-SELECT array_agg(nextval(%(sequence)s::regclass)), now() FROM generate_series(1, %(n)s)
-
--- name: copy_jobs
-COPY {schema}.jobs (id, task, queue, args, kwargs, priority, run_at, max_attempts) FROM STDIN
+-- name: enqueue_many
+-- The kwargs go as one binary text[] (no per-element quoting); ids come back in order.
+SELECT {schema}.enqueue_many(
+    task => %(task)s, kwargs => %(kwargs)b::jsonb[], queue => %(queue)s,
+    priority => %(priority)s, run_at => coalesce(%(run_at)s, now() + %(delay)s),
+    max_attempts => %(max_attempts)s)
 
 -- name: active_queues
 SELECT name FROM {schema}.queues
@@ -61,34 +65,55 @@ UPDATE {schema}.jobs j
 SET state = 'running', attempt = j.attempt + 1, started_at = now(), worker_id = %(worker_id)s
 FROM picked
 WHERE j.id = picked.id
+-- Timestamps are clamped into what Python's datetime holds: a row with run_at '-infinity'
+-- (SQL callers can write one) must not stop the claim.
 RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempt, j.max_attempts,
-          j.enqueued_at, j.run_at, j.started_at, j.dedup_key
+          least(greatest(j.enqueued_at, '0002-01-01Z'), '9998-12-31Z'),
+          least(greatest(j.run_at, '0002-01-01Z'), '9998-12-31Z'), j.started_at, j.dedup_key
 
 -- name: complete_jobs
+-- Acks match (id, attempt, worker_id, running): the outcome of a run that was rescued, or
+-- handed out again since, changes nothing. The join on unnest keeps the cost linear in the
+-- batch whatever plan the statement gets.
 WITH done AS (
-    DELETE FROM {schema}.jobs
-    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
-    RETURNING *
+    DELETE FROM {schema}.jobs j
+    USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS f(id, attempt)
+    WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = %(worker_id)s
+      AND j.state = 'running'
+    RETURNING j.*
 )
 INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state, attempt,
     max_attempts, run_at, enqueued_at, started_at, finished_at, worker_id, dedup_key, errors)
 SELECT id, task, queue, args, kwargs, priority, 'succeeded', attempt, max_attempts, run_at,
        enqueued_at, started_at, now(), worker_id, dedup_key, errors
 FROM done
+-- A history row with this id can only be a stray (an operator's insert): the job's own
+-- outcome wins, so an ack never fails on it.
+ON CONFLICT (id) DO UPDATE SET
+    task = EXCLUDED.task, queue = EXCLUDED.queue, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+    priority = EXCLUDED.priority, state = EXCLUDED.state, attempt = EXCLUDED.attempt,
+    max_attempts = EXCLUDED.max_attempts, run_at = EXCLUDED.run_at,
+    enqueued_at = EXCLUDED.enqueued_at, started_at = EXCLUDED.started_at,
+    finished_at = EXCLUDED.finished_at, worker_id = EXCLUDED.worker_id,
+    dedup_key = EXCLUDED.dedup_key, errors = EXCLUDED.errors
 
 -- name: retry_jobs
 UPDATE {schema}.jobs j
 SET state = 'queued', worker_id = NULL, run_at = now() + make_interval(secs => f.delay),
     errors = j.errors || f.error
-FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(errors)s::jsonb[]) AS f(id, delay, error)
-WHERE j.id = f.id AND j.worker_id = %(worker_id)s AND j.state = 'running'
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[], %(errors)s::jsonb[])
+     AS f(id, attempt, delay, error)
+WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = %(worker_id)s
+  AND j.state = 'running'
 
 -- name: bury_jobs
 WITH f AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(errors)s::jsonb[]) AS f(id, error)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::jsonb[])
+        AS f(id, attempt, error)
 ), done AS (
     DELETE FROM {schema}.jobs j USING f
-    WHERE j.id = f.id AND j.worker_id = %(worker_id)s AND j.state = 'running'
+    WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = %(worker_id)s
+      AND j.state = 'running'
     RETURNING j.*, f.error
 )
 INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state, attempt,
@@ -96,14 +121,31 @@ INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state
 SELECT id, task, queue, args, kwargs, priority, 'dead', attempt, max_attempts, run_at,
        enqueued_at, started_at, now(), worker_id, dedup_key, errors || error
 FROM done
+-- A history row with this id can only be a stray (an operator's insert): the job's own
+-- outcome wins, so an ack never fails on it.
+ON CONFLICT (id) DO UPDATE SET
+    task = EXCLUDED.task, queue = EXCLUDED.queue, args = EXCLUDED.args, kwargs = EXCLUDED.kwargs,
+    priority = EXCLUDED.priority, state = EXCLUDED.state, attempt = EXCLUDED.attempt,
+    max_attempts = EXCLUDED.max_attempts, run_at = EXCLUDED.run_at,
+    enqueued_at = EXCLUDED.enqueued_at, started_at = EXCLUDED.started_at,
+    finished_at = EXCLUDED.finished_at, worker_id = EXCLUDED.worker_id,
+    dedup_key = EXCLUDED.dedup_key, errors = EXCLUDED.errors
 
 -- name: release_jobs
--- Shutdown hands unfinished jobs back; the attempt stays counted because the handler began.
+-- A clean shutdown hands unfinished jobs back: the attempt is given back (the handler was
+-- stopped, it did not fail) and a `released` record says why the job runs again. The job
+-- keeps its run_at, and so its place in the queue.
 WITH released AS (
-    UPDATE {schema}.jobs
-    SET state = 'queued', worker_id = NULL, run_at = now()
-    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
-    RETURNING queue
+    UPDATE {schema}.jobs j
+    SET state = 'queued', worker_id = NULL, attempt = j.attempt - 1,
+        errors = j.errors || jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'kind', 'released',
+            'error', format('handed back by worker %%s at shutdown; the attempt is not counted',
+                            j.worker_id))
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS f(id, attempt)
+    WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = %(worker_id)s
+      AND j.state = 'running'
+    RETURNING j.queue
 )
 SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue) FROM (SELECT DISTINCT queue FROM released) d) n
 
@@ -114,11 +156,25 @@ SELECT nextval(%(sequence)s::regclass)
 SELECT pg_try_advisory_lock(%(key)s)
 
 -- name: register_worker
--- Also a worker taking its own id back after a lost session: the row may still be there.
-INSERT INTO {schema}.workers (id, host, pid, queues, concurrency, rescue_grace)
+-- A fresh id, locked by this session's backend, whose pid the row records: rescuers trust
+-- the lock only while that backend holds it. The protocol trigger refuses outdated workers.
+INSERT INTO {schema}.workers (id, host, pid, queues, concurrency, rescue_grace, session_pid,
+    lock_namespace, protocol)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s,
-        make_interval(secs => %(rescue_grace)s))
-ON CONFLICT (id) DO UPDATE SET lost_at = NULL, heartbeat_at = now()
+        make_interval(secs => %(rescue_grace)s), pg_backend_pid(), %(namespace)s, %(protocol)s)
+
+-- name: reattach_worker
+-- A worker taking its id back after its session dropped, holding the lock again on this
+-- backend. Refused (no row) once its rescue grace has run out or a rescue removed the row:
+-- it must then stop its handlers. Returns the ids still running under it, so that it stops
+-- the handlers of any job it no longer holds. The row lock orders it against a rescue.
+UPDATE {schema}.workers w
+SET lost_at = NULL, heartbeat_at = now(), session_pid = pg_backend_pid()
+WHERE w.id = %(id)s AND (w.lost_at IS NULL OR w.lost_at > now() - w.rescue_grace)
+RETURNING array(SELECT j.id FROM {schema}.jobs j WHERE j.worker_id = w.id AND j.state = 'running')
+
+-- name: unlock_worker
+SELECT pg_advisory_unlock(%(key)s)
 
 -- name: heartbeat
 UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s
@@ -133,15 +189,20 @@ DELETE FROM {schema}.workers WHERE id = %(id)s
 
 -- name: rescue_jobs
 -- A worker holds a session advisory lock (namespace, worker id) for as long as its session
--- lives. pg_locks is read after this statement's snapshot, so every job the snapshot shows
--- as running was claimed by a worker whose lock, if still held, appears here.
+-- lives, and records that session's backend pid: only a lock held by that backend counts
+-- (any role can take any advisory lock; rows of pre-protocol-2 workers have no pid and any
+-- holder counts). pg_locks is read after this statement's snapshot, so every job the
+-- snapshot shows as running was claimed by a worker whose lock, if still held, appears here.
 -- A worker without its lock may still be running handlers and about to take its lock
 -- back: the first pass that sees it so stamps lost_at, and its jobs are rescued only once
--- its rescue_grace has passed since then (the worker stops its handlers before that).
--- A job whose worker row is gone has no such worker: it is rescued at once.
+-- its rescue_grace has passed since then (the worker stops its handlers before that). The
+-- lock on its row orders this against the worker taking its id back (reattach_worker).
+-- A job whose worker row is gone has no such worker: it is rescued at once. Rescued jobs
+-- keep their run_at, and so their place in the queue.
 WITH live AS (
-    SELECT l.objid::bigint AS worker_id
-    FROM pg_locks l
+    SELECT w.id AS worker_id
+    FROM {schema}.workers w
+    JOIN pg_locks l ON l.objid = w.id::oid AND (w.session_pid IS NULL OR l.pid = w.session_pid)
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.classid = %(namespace)s::oid
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -154,6 +215,7 @@ WITH live AS (
 ), expired AS (
     SELECT w.id FROM {schema}.workers w
     WHERE w.lost_at <= now() - w.rescue_grace AND w.id NOT IN (SELECT worker_id FROM live)
+    FOR UPDATE OF w SKIP LOCKED
 ), orphans AS (
     SELECT j.id, j.worker_id
     FROM {schema}.jobs j
@@ -163,7 +225,7 @@ WITH live AS (
     FOR UPDATE OF j SKIP LOCKED
 ), rescued AS (
     UPDATE {schema}.jobs j
-    SET state = 'queued', worker_id = NULL, run_at = now(),
+    SET state = 'queued', worker_id = NULL,
         errors = j.errors || jsonb_build_object(
             'attempt', j.attempt, 'at', now(), 'kind', 'worker_lost',
             'error', format('worker %%s was lost while running attempt %%s', o.worker_id, j.attempt))
@@ -176,9 +238,11 @@ WITH live AS (
 SELECT r.id, pg_notify(%(channel)s, r.queue) FROM rescued r
 
 -- name: prune_history
+-- Age on the database's clock (a NULL now), never a worker host's: see pgjobs/clock.py.
 WITH doomed AS (
     SELECT id FROM {schema}.job_history
-    WHERE finished_at < %(before)s AND state = ANY(%(states)s::{schema}.job_state[])
+    WHERE finished_at < coalesce(%(now)s::timestamptz, now()) - %(retention)s::interval
+      AND state = ANY(%(states)s::{schema}.job_state[])
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -328,11 +392,13 @@ SELECT pg_advisory_xact_lock(%(key)s)
 -- name: cron_register
 -- The code defaults of the schedules a starting worker declares; operator-owned columns
 -- are never written here. A schedule whose effective timing changes, or that comes back
--- after it was removed from code, is re-armed from now.
+-- after it was removed from code, is re-armed from now (the database's, unless a test
+-- clock gives one, as in every cron_* query).
 INSERT INTO {schema}.schedules AS s (name, task, queue, priority, max_attempts, kwargs, missed,
     code_expression, code_timezone, armed_at, registered_at, seen_at)
 SELECT d.name, d.task, d.queue, d.priority, d.max_attempts, d.kwargs, d.missed,
-       d.expression, d.timezone, %(now)s, %(now)s, %(now)s
+       d.expression, d.timezone, coalesce(%(now)s::timestamptz, now()),
+       coalesce(%(now)s::timestamptz, now()), coalesce(%(now)s::timestamptz, now())
 FROM unnest(%(names)s::text[], %(tasks)s::text[], %(queues)s::text[], %(priorities)s::int[],
             %(max_attempts)s::int[], %(kwargs)s::jsonb[], %(missed)s::text[],
             %(expressions)s::text[], %(timezones)s::text[])
@@ -364,24 +430,59 @@ RETURNING s.name, s.enabled, s.expression, s.timezone, s.code_expression, s.code
 -- Schedules that the starting worker's code no longer declares: they stop firing and
 -- are kept, with their runs, for operators to see.
 UPDATE {schema}.schedules
-SET removed_at = %(now)s, revision = revision + 1
+SET removed_at = coalesce(%(now)s::timestamptz, now()), revision = revision + 1
 WHERE removed_at IS NULL AND NOT (name = ANY(%(names)s::text[]))
 RETURNING name
+
+-- name: cron_now
+-- The leader's time for a pass: the database's clock, which every worker shares.
+SELECT clock_timestamp()
+
+-- name: cron_election_lock
+-- Candidates decide one at a time, holding this row's lock until they commit, so a
+-- candidate never sees a key taken by a leader that has not yet recorded its pid.
+SELECT lock_key FROM {schema}.cron_election FOR UPDATE
 
 -- name: cron_try_lead
 SELECT pg_try_advisory_lock(%(key)s)
 
--- name: cron_unlock
+-- name: cron_elected
+-- Records this backend as the leader holding `key` (and, when the election moved away
+-- from a foreign holder, whom from).
+UPDATE {schema}.cron_election
+SET lock_key = %(key)s, leader_pid = pg_backend_pid(), leader = %(by)s, elected_at = now(),
+    moved_at = CASE WHEN %(moved_from)s::text IS NULL THEN moved_at ELSE now() END,
+    moved_from = coalesce(%(moved_from)s::text, moved_from)
+
+-- name: cron_lock_holder
+-- The backend holding `key` (the bigint key split as pg_locks shows it), whether it is the
+-- recorded leader, and what pg_stat_activity says about it (role and application are
+-- visible for every role's sessions).
+SELECT l.pid, l.pid = e.leader_pid AS trusted, a.usename::text, a.application_name
+FROM pg_locks l
+CROSS JOIN {schema}.cron_election e
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.classid = (%(key)s::bigint >> 32)::oid
+  AND l.objid = (%(key)s::bigint & 4294967295)::oid
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+
+-- name: cron_resign
+-- Stops leading: the recorded pid goes, then the lock.
+WITH resigned AS (
+    UPDATE {schema}.cron_election SET leader_pid = NULL WHERE leader_pid = pg_backend_pid()
+)
 SELECT pg_advisory_unlock(%(key)s)
 
 -- name: cron_leader_exists
--- Whether some session holds the leader lock (the bigint key split as pg_locks shows it).
-SELECT EXISTS (
-    SELECT FROM pg_locks l
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-      AND l.classid = %(namespace)s::oid AND l.objid = %(objid)s::oid
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-)
+-- Whether the elected leader holds the current key. A key held by any other backend (a
+-- foreign session) does not count: a candidate then moves the election away from it.
+SELECT status = 'leader' FROM {schema}.cron_leader
+
+-- name: cron_leader
+SELECT status, leader, holder_pid, holder_role, holder_application, elected_at, moved_at,
+       moved_from
+FROM {schema}.cron_leader
 
 -- name: cron_active_schedules
 SELECT name, expression, timezone, missed, revision, armed_at, next_tick
@@ -400,7 +501,8 @@ WITH s AS (
     FOR NO KEY UPDATE
 ), runs AS (
     INSERT INTO {schema}.cron_runs (job_id, schedule, tick_at, trigger, triggered_by, enqueued_at)
-    SELECT nextval(%(sequence)s::regclass), s.name, t.tick, 'schedule', %(by)s, %(now)s
+    SELECT nextval(%(sequence)s::regclass), s.name, t.tick, 'schedule', %(by)s,
+           coalesce(%(now)s::timestamptz, now())
     FROM s CROSS JOIN unnest(%(ticks)s::timestamptz[]) WITH ORDINALITY AS t(tick, n)
     ORDER BY t.n
     ON CONFLICT (schedule, tick_at) DO NOTHING
@@ -440,7 +542,8 @@ WHERE r.job_id = f.job_id
 WITH doomed AS (
     SELECT r.job_id
     FROM {schema}.cron_runs r
-    WHERE r.enqueued_at < %(before)s AND r.finished_at IS NOT NULL
+    WHERE r.enqueued_at < coalesce(%(now)s::timestamptz, now()) - %(retention)s::interval
+      AND r.finished_at IS NOT NULL
       AND r.job_id < (SELECT max(l.job_id) FROM {schema}.cron_runs l WHERE l.schedule = r.schedule)
     LIMIT %(limit)s
 )
@@ -498,8 +601,9 @@ SET override_expression = %(expression)s,
                      THEN NULL ELSE s.next_tick END,
     armed_at = CASE WHEN %(expression)s <> s.expression
                       OR coalesce(%(timezone)s::text, s.timezone) <> s.timezone
-                    THEN %(now)s ELSE s.armed_at END,
-    revision = s.revision + 1, updated_at = %(now)s, updated_by = %(by)s
+                    THEN coalesce(%(now)s::timestamptz, now()) ELSE s.armed_at END,
+    revision = s.revision + 1, updated_at = coalesce(%(now)s::timestamptz, now()),
+    updated_by = %(by)s
 WHERE s.name = %(name)s
 RETURNING s.name
 
@@ -510,8 +614,9 @@ SET override_expression = NULL, override_timezone = NULL,
     next_tick = CASE WHEN s.code_expression <> s.expression OR s.code_timezone <> s.timezone
                      THEN NULL ELSE s.next_tick END,
     armed_at = CASE WHEN s.code_expression <> s.expression OR s.code_timezone <> s.timezone
-                    THEN %(now)s ELSE s.armed_at END,
-    revision = s.revision + 1, updated_at = %(now)s, updated_by = %(by)s
+                    THEN coalesce(%(now)s::timestamptz, now()) ELSE s.armed_at END,
+    revision = s.revision + 1, updated_at = coalesce(%(now)s::timestamptz, now()),
+    updated_by = %(by)s
 WHERE s.name = %(name)s
 RETURNING s.name
 
@@ -521,8 +626,10 @@ RETURNING s.name
 UPDATE {schema}.schedules s
 SET enabled = %(enabled)s,
     next_tick = CASE WHEN %(enabled)s AND NOT s.enabled THEN NULL ELSE s.next_tick END,
-    armed_at = CASE WHEN %(enabled)s AND NOT s.enabled THEN %(now)s ELSE s.armed_at END,
-    revision = s.revision + 1, updated_at = %(now)s, updated_by = %(by)s
+    armed_at = CASE WHEN %(enabled)s AND NOT s.enabled THEN coalesce(%(now)s::timestamptz, now())
+                    ELSE s.armed_at END,
+    revision = s.revision + 1, updated_at = coalesce(%(now)s::timestamptz, now()),
+    updated_by = %(by)s
 WHERE s.name = %(name)s
 RETURNING s.name
 
@@ -543,7 +650,9 @@ WITH s AS (
     FROM {schema}.schedules WHERE name = %(name)s
 ), run AS (
     INSERT INTO {schema}.cron_runs (job_id, schedule, trigger, triggered_by, enqueued_at)
-    SELECT nextval(%(sequence)s::regclass), s.name, %(trigger)s, %(by)s, %(now)s FROM s
+    SELECT nextval(%(sequence)s::regclass), s.name, %(trigger)s, %(by)s,
+           coalesce(%(now)s::timestamptz, now())
+    FROM s
     RETURNING job_id
 )
 INSERT INTO {schema}.jobs (id, task, queue, kwargs, priority, max_attempts)
