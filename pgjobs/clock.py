@@ -1,4 +1,13 @@
-"""Injected time: services take a Clock so tests can freeze and advance it."""
+"""Injected time: services take a Clock so tests can freeze and advance it.
+
+Two kinds of time. `now()` is this host's wall clock: fine for what only this process sees
+(log lines, error records' `at`, display). A decision that other workers must agree on
+(what is old enough to prune, when a cron tick is due) uses the database's clock instead:
+services pass `clock.db_now()` as the `now` of their queries, which run
+`coalesce(%(now)s, now())`. The system clock returns None there, so the database decides
+and a worker whose host clock is wrong cannot prune early or fire ticks early; a
+FrozenClock returns its frozen time, so tests drive those decisions too.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +26,24 @@ class Clock(Protocol):
         """Seconds on a clock that never goes back, for intervals and deadlines."""
         ...
 
+    def db_now(self) -> datetime | None:
+        """The `now` for decisions shared with other workers: None lets the database's
+        now() decide (production); a test clock returns its own time to drive them."""
+        ...
+
 
 class SystemClock:
-    """The real clock."""
+    """The real clock. Shared decisions are left to the database's clock (`db_now()` is
+    None), so a host clock that is off cannot make this worker disagree with others."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def db_now(self) -> None:
+        return None
 
 
 class FrozenClock:
@@ -45,6 +63,10 @@ class FrozenClock:
     def monotonic(self) -> float:
         with self._lock:
             return self._mono
+
+    def db_now(self) -> datetime:
+        """The frozen time: tests drive pruning and cron ticks with it too."""
+        return self.now()
 
     def advance(self, delta: timedelta | float) -> datetime:
         seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pgjobs.cli.common import Dsn, Json, Schema, fail, out
-from pgjobs.cron.admin import CronAdmin, Run, ScheduleInfo
+from pgjobs.cron.admin import CronAdmin, Leader, Run, ScheduleInfo
 from pgjobs.cron.errors import TriggerRefused
 from pgjobs.cron.schedule import Trigger
 from pgjobs.errors import PgJobsError
@@ -142,7 +142,23 @@ def _success(info: ScheduleInfo) -> str:
     return f"{rate:.0%} of {info.succeeded + info.failed}"
 
 
-def _print_schedules(infos: list[ScheduleInfo]) -> None:
+def _leader_line(leader: Leader) -> str:
+    if leader.status == "leader":
+        since = f" since {_local(leader.elected_at, 'UTC')}" if leader.elected_at else ""
+        return f"[dim]cron leader: {escape(leader.leader or '?')}{since}[/]"
+    if leader.status == "foreign":
+        holder = escape(
+            f"backend pid {leader.holder_pid}, role {leader.holder_role!r}, "
+            f"application {leader.holder_application!r}"
+        )
+        return (
+            f"[red]the cron leader key is held by a session no worker elected ({holder}); "
+            "the next worker to try moves the election away from it[/]"
+        )
+    return "[yellow]no cron leader (no worker running with cron?)[/]"
+
+
+def _print_schedules(infos: list[ScheduleInfo], leader: Leader) -> None:
     now = datetime.now(UTC)
     table = Table(box=None, pad_edge=False)
     for column in ("NAME", "STATUS", "SCHEDULE", "NEXT RUN", "LAST RUN", "SUCCESS"):
@@ -157,6 +173,8 @@ def _print_schedules(infos: list[ScheduleInfo]) -> None:
             _success(info),
         )
     out.print(table if infos else "no schedules (declare them with @app.cron / @app.every)")
+    if infos:
+        out.print(_leader_line(leader))
 
 
 def _print_history(name: str, runs: list[Run]) -> None:
@@ -203,11 +221,12 @@ def _changed(info: ScheduleInfo, what: str) -> None:
 @app.command("ls")
 def ls(json_out: Json = False, dsn: Dsn = None, schema: Schema = "pgjobs") -> None:
     """List schedules: state, timing in words, next run, last run, success rate."""
-    infos = _call(dsn, schema, lambda admin: admin.schedules())
     if json_out:
+        infos = _call(dsn, schema, lambda admin: admin.schedules())
         out.print_json(data=[info.as_dict() for info in infos])
     else:
-        _print_schedules(infos)
+        infos, leader = _call(dsn, schema, lambda admin: (admin.schedules(), admin.leader()))
+        _print_schedules(infos, leader)
 
 
 @app.command()

@@ -5,7 +5,7 @@ Declare with `@app.cron(...)` / `@app.every(...)`; operate with `CronAdmin(app)`
 (expression, time, timezone).
 """
 
-from pgjobs.cron.admin import CronAdmin, Run, ScheduleInfo
+from pgjobs.cron.admin import CronAdmin, Leader, Run, ScheduleInfo
 from pgjobs.cron.describe import describe
 from pgjobs.cron.errors import ScheduleNotFound, TriggerRefused
 from pgjobs.cron.expression import latest_tick, next_tick
@@ -13,6 +13,7 @@ from pgjobs.cron.schedule import Missed, Schedule, Trigger
 
 __all__ = [
     "CronAdmin",
+    "Leader",
     "Missed",
     "Run",
     "Schedule",

@@ -1,7 +1,8 @@
 """Operating schedules at runtime: list, enable, disable, re-time, trigger, history.
 
-`pgjobs cron ...` is a thin layer over `CronAdmin`. Every timestamp it writes comes from the
-App's clock; every change records who made it (`by`, default "user@host").
+`pgjobs cron ...` is a thin layer over `CronAdmin`. Every timestamp it writes is the
+database's (or a test's FrozenClock's, see `Clock.db_now`): an operator's laptop clock does
+not re-arm schedules. Every change records who made it (`by`, default "user@host").
 """
 
 from __future__ import annotations
@@ -74,6 +75,36 @@ class Run:
             "finished_at": _iso(self.finished_at),
             "duration_seconds": duration.total_seconds() if duration is not None else None,
             "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Who holds the cron leader lock (the `cron_leader` view).
+
+    status: "leader" (a process the election chose), "none", or "foreign" (a session no
+    worker elected holds the key; the next candidate moves the election away from it).
+    """
+
+    status: str
+    leader: str | None  # host:pid of the leading process
+    holder_pid: int | None  # backend pid holding the key
+    holder_role: str | None
+    holder_application: str | None
+    elected_at: datetime | None
+    moved_at: datetime | None  # the last time the election moved away from a foreign holder
+    moved_from: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "leader": self.leader,
+            "holder_pid": self.holder_pid,
+            "holder_role": self.holder_role,
+            "holder_application": self.holder_application,
+            "elected_at": _iso(self.elected_at),
+            "moved_at": _iso(self.moved_at),
+            "moved_from": self.moved_from,
         }
 
 
@@ -248,6 +279,13 @@ class CronAdmin:
             raise ScheduleNotFound(f"no schedule named {name!r} (see `pgjobs cron ls`)")
         return _schedule_from_row(rows[0])
 
+    def leader(self) -> Leader:
+        """Who leads cron now, and whether a foreign session holds the leader key."""
+        rows = self._execute("cron_leader", {})
+        if not rows:
+            return Leader("none", None, None, None, None, None, None, None)
+        return Leader(*rows[0])
+
     def history(self, name: str, *, limit: int = 20) -> list[Run]:
         """The schedule's most recent runs, newest first."""
         if limit < 1:
@@ -262,7 +300,8 @@ class CronAdmin:
     def _change(
         self, query: str, name: str, params: dict[str, Any], by: str | None
     ) -> ScheduleInfo:
-        params = {**params, "name": name, "now": self.app.clock.now(), "by": by or default_actor()}
+        now = self.app.clock.db_now()
+        params = {**params, "name": name, "now": now, "by": by or default_actor()}
         if not self._execute(query, params):
             raise ScheduleNotFound(f"no schedule named {name!r} (see `pgjobs cron ls`)")
         return self.schedule(name)
@@ -330,7 +369,7 @@ class CronAdmin:
                 "sequence": q.sequence("job_id_seq"),
                 "trigger": trigger.value,
                 "by": by or default_actor(),
-                "now": self.app.clock.now(),
+                "now": self.app.clock.db_now(),
             }
             created = conn.execute(q["cron_run_now"], params).fetchone()
             assert created is not None

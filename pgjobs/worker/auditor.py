@@ -44,7 +44,7 @@ class Auditor(Service):
         self.known = known
         self.channel = channel
 
-    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime | None) -> int:
         async with self.claim_lock:
             worker_id = self.worker_id()
             if worker_id is None:

@@ -31,7 +31,7 @@ class QueueDepthReader(Service):
         self.q = queries
         self.depth = depth
 
-    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime | None) -> int:
         cur = await conn.execute(self.q["metrics_queue_depth"])
         rows = [QueueDepthRow(*row) for row in await cur.fetchall()]
         self.depth.update(rows)

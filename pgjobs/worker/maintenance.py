@@ -1,4 +1,9 @@
-"""Shared loop for maintenance services: run_once(now) every interval, survive outages."""
+"""Shared loop for maintenance services: run_once(now) every interval, survive outages.
+
+The loop passes `clock.db_now()`: None in production, so the services' queries use the
+database's now() (`coalesce(%(now)s, now())`) for anything other workers must agree on;
+a FrozenClock's time in tests.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ class SharedConnection:
 
 
 class Service:
-    """A maintenance service: subclasses implement `run_once(conn, now)`."""
+    """A maintenance service: subclasses implement `work(conn, now)`; `now` None means
+    the database's now()."""
 
     name = "service"
 
@@ -46,19 +52,20 @@ class Service:
         self.interval = interval
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
-    async def run_once(self, now: datetime) -> int:
-        """One pass at time `now`; returns how many rows it changed."""
+    async def run_once(self, now: datetime | None) -> int:
+        """One pass at time `now` (None: the database's now()); returns how many rows it
+        changed."""
         if self._conn is None or self._conn.closed:
             self._conn = await self._connect()
         return await self.work(self._conn, now)
 
-    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime | None) -> int:
         raise NotImplementedError
 
     async def loop(self) -> None:
         while True:
             try:
-                await self.run_once(self.clock.now())
+                await self.run_once(self.clock.db_now())
             except (psycopg.Error, PgJobsError) as exc:
                 log.warning("%s failed, will retry: %s", self.name, exc)
                 await self.close()

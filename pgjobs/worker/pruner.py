@@ -1,4 +1,7 @@
-"""Pruner: deletes finished jobs from job_history once past their retention."""
+"""Pruner: deletes finished jobs from job_history once past their retention.
+
+Age is measured on the database's clock (`now` None): a worker whose host clock runs ahead
+must not delete history that other workers, and operators, still count as recent."""
 
 from __future__ import annotations
 
@@ -39,13 +42,13 @@ class Pruner(Service):
             (dead_retention, ["dead"]),
         ]
 
-    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime | None) -> int:
         # One batch per rule and pass: the connection is shared with the rescuer, which must
         # not wait behind a long purge. A backlog is worked off by passes in quick succession.
         total = 0
         self.backlog = False
         for retention, states in self.rules:
-            params = {"before": now - retention, "states": states, "limit": BATCH}
+            params = {"now": now, "retention": retention, "states": states, "limit": BATCH}
             cur = await conn.execute(self.q["prune_history"], params)
             total += cur.rowcount
             self.backlog |= cur.rowcount >= BATCH

@@ -33,7 +33,7 @@ class Rescuer(Service):
         self.q = queries
         self.params = {"namespace": lock_namespace, "channel": channel}
 
-    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> int:
+    async def work(self, conn: psycopg.AsyncConnection[Any], now: datetime | None) -> int:
         cur = await conn.execute(self.q["rescue_jobs"], self.params)
         rescued = [row[0] for row in await cur.fetchall()]
         if rescued:

@@ -160,16 +160,9 @@ def test_fast_restarts_mid_drain_lose_nothing_and_listeners_listen_again(
 
 
 def _leaders(db: Any) -> list[str]:
-    """application_name of every backend holding the cron leader lock (one, or none)."""
-    from pgjobs.cron.scheduler import leader_lock_key
-    from pgjobs.worker import Worker  # noqa: F401  (pgjobs.cron.scheduler imports it)
-
-    key = leader_lock_key("pgjobs")
+    """application_name of the backend holding the cron leader lock (one, or none)."""
     rows = db.execute(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-        " AND l.classid = %s::oid AND l.objid = %s::oid",
-        (key >> 32, key & 0xFFFFFFFF),
+        "SELECT holder_application FROM pgjobs.cron_leader WHERE status = 'leader'"
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -22,8 +22,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgjobs.cron.scheduler import leader_lock_key
-
 PGJOBS = Path(sys.executable).parent / "pgjobs"
 Conn = psycopg.Connection[Any]
 
@@ -134,26 +132,18 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
 
 
 def leaders(db: Conn) -> list[str]:
-    """application_name of each backend holding the cron leader lock (one, or none)."""
-    key = leader_lock_key("pgjobs")
+    """application_name of the backend holding the cron leader lock (one, or none)."""
     rows = db.execute(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-        " AND l.classid = %s::oid AND l.objid = %s::oid",
-        (key >> 32, key & 0xFFFFFFFF),
+        "SELECT holder_application FROM pgjobs.cron_leader WHERE status = 'leader'"
     ).fetchall()
     return [row[0] for row in rows]
 
 
 def leader_backend(db: Conn) -> int:
-    key = leader_lock_key("pgjobs")
-    row = db.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-        " AND classid = %s::oid AND objid = %s::oid",
-        (key >> 32, key & 0xFFFFFFFF),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    row = db.execute("SELECT holder_pid FROM pgjobs.cron_leader WHERE status = 'leader'")
+    found = row.fetchone()
+    assert found is not None
+    return int(found[0])
 
 
 def tick_count(db: Conn) -> int:

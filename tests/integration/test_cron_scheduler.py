@@ -19,7 +19,7 @@ import pytest
 import pgjobs
 from pgjobs import db as pgdb
 from pgjobs.cron import CronAdmin, Missed
-from pgjobs.cron.scheduler import Scheduler, leader_lock_key
+from pgjobs.cron.scheduler import Scheduler, fresh_lock_key
 
 NOW = datetime(2031, 3, 14, 12, 0, tzinfo=UTC)  # a Friday
 SECOND = timedelta(seconds=1)
@@ -76,13 +76,8 @@ def ticks(db: Conn, name: str) -> list[datetime]:
 def wait_lock_free(db: Conn) -> None:
     """Until no session holds the leader lock: a backend exits (and unlocks) a moment after
     its connection is closed or terminated."""
-    key = leader_lock_key("pgjobs")
     deadline = time.monotonic() + 30
-    while db.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND objsubid = 1 AND classid = %s::oid AND objid = %s::oid",
-        (key >> 32, key & 0xFFFFFFFF),
-    ).fetchone() != (0,):
+    while db.execute("SELECT status FROM pgjobs.cron_leader").fetchone() != ("none",):
         assert time.monotonic() < deadline, "the leader lock was never released"
         time.sleep(0.01)
 
@@ -187,7 +182,11 @@ def test_two_leaders_at_once_still_enqueue_each_tick_once(app: pgjobs.App, db: C
     async def main() -> list[tuple[int, int]]:
         first = make_scheduler(app, clock)
         second = make_scheduler(app, clock)
-        second.lock_key = leader_lock_key("pgjobs") + 1  # a lock of its own: both lead
+        await first.run_once(NOW)
+        # A split brain: the second leads too, without the lock (as if the server had not
+        # noticed yet that the first one's connection is gone).
+        second._conn = await pgdb.connect_async(app.database.dsn)
+        second.leader = second.registered = True
         counts = []
         try:
             for step in range(13):
@@ -331,6 +330,67 @@ def test_pause_is_short_when_a_tick_is_near(app: pgjobs.App) -> None:
     assert near == pytest.approx(0.301, abs=1e-6)
     assert nearer == pytest.approx(0.201, abs=1e-6)
     assert late == pytest.approx(0.005)  # overdue: pass again at once
+
+
+# ----------------------------------------------------------------------------- database time
+class AheadClock(pgjobs.SystemClock):
+    """A production clock on a host whose wall clock runs `skew` ahead (`db_now()` is
+    None, as for every SystemClock: shared decisions are the database's)."""
+
+    def __init__(self, skew: timedelta):
+        self.skew = skew
+
+    def now(self) -> datetime:
+        return super().now() + self.skew
+
+
+def fired(db: Conn, name: str) -> list[tuple[datetime, datetime]]:
+    """(tick_at, the job's enqueued_at on the database's clock) of each tick, in order."""
+    return db.execute(
+        "SELECT r.tick_at, j.enqueued_at FROM pgjobs.cron_runs r"
+        " JOIN pgjobs.jobs j ON j.id = r.job_id WHERE r.schedule = %s ORDER BY r.tick_at",
+        (name,),
+    ).fetchall()
+
+
+async def lead_until(scheduler: Scheduler, done: Any, what: str) -> None:
+    """Run the scheduler's own loop (the production path) until `done()`; then stop it."""
+    passes = asyncio.create_task(scheduler.loop())
+    try:
+        deadline = time.monotonic() + 30
+        while not done():
+            assert not passes.done(), "the scheduler loop ended"
+            assert time.monotonic() < deadline, f"gave up waiting for {what}"
+            await asyncio.sleep(0.02)
+    finally:
+        passes.cancel()
+        await asyncio.gather(passes, return_exceptions=True)
+        await scheduler.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_leader_whose_clock_runs_ahead_fires_on_database_time(app: pgjobs.App, db: Conn) -> None:
+    """A leader whose host clock runs 31 minutes ahead, then one whose clock is right: no
+    tick fires before its time on the database's clock, and none is skipped at the handover
+    (once, such a leader fired ticks early and the next one dropped ticks)."""
+    app.cron("* * * * * *", name="every-second", missed="all")(noop)
+    connect = lambda: pgdb.connect_async(app.database.dsn)  # noqa: E731
+
+    async def main() -> None:
+        ahead = Scheduler(app, connect, AheadClock(31 * MINUTE), leader_retry=0.1)
+        await lead_until(ahead, lambda: len(fired(db, "every-second")) >= 3, "3 ticks")
+        handover = len(fired(db, "every-second"))
+        right = Scheduler(app, connect, pgjobs.SystemClock(), leader_retry=0.1)
+        more = lambda: len(fired(db, "every-second")) >= handover + 3  # noqa: E731
+        await lead_until(right, more, "3 more ticks after the handover")
+
+    asyncio.run(main())
+    runs = fired(db, "every-second")
+    early = [(tick, at) for tick, at in runs if tick > at]
+    assert not early, f"ticks enqueued before their time: {early}"
+    first = runs[0][0]
+    assert [tick for tick, _ in runs] == [first + n * SECOND for n in range(len(runs))]
+    assert runs[-1][1] - first < 10 * MINUTE  # database time throughout, not the host's
 
 
 # ----------------------------------------------------------------------------- runtime control
@@ -605,6 +665,6 @@ def test_schedules_of_another_schema_are_invisible(dsn: str, db: Conn) -> None:
         assert run(app, clock, NOW, NOW + 10 * SECOND) == [0, 1]
         assert db.execute("SELECT count(*) FROM other_jobs.cron_runs").fetchone() == (1,)
         assert db.execute("SELECT count(*) FROM pgjobs.schedules").fetchone() == (0,)
-        assert leader_lock_key("other_jobs") != leader_lock_key("pgjobs")
+        assert fresh_lock_key("other_jobs") >> 32 != fresh_lock_key("pgjobs") >> 32
     finally:
         app.close()

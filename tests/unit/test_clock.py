@@ -105,3 +105,13 @@ def test_system_clock() -> None:
 def test_frozen_clock_satisfies_the_protocol() -> None:
     clock: Clock = FrozenClock(START)
     assert clock.now() == START
+
+
+def test_db_now_leaves_shared_time_to_the_database_unless_frozen() -> None:
+    """Shared decisions (pruning, cron ticks) use the database's clock in production; a
+    FrozenClock drives them in tests."""
+    assert SystemClock().db_now() is None
+    clock = FrozenClock(START)
+    assert clock.db_now() == START
+    clock.advance(60)
+    assert clock.db_now() == clock.now() == START + timedelta(seconds=60)
