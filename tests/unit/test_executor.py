@@ -6,6 +6,7 @@ No database: jobs are built by hand and run with a FrozenClock and a seeded rng.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import threading
@@ -487,3 +488,42 @@ def test_in_threads_holds_a_sync_job_exactly_while_its_handler_runs(app: App) ->
         return seen
 
     assert with_executor(app, body) == [{7}, {7}, set()]
+
+
+def test_async_handler_that_swallows_its_timeout_still_times_out(app: App) -> None:
+    """Catching the cancellation and returning does not turn an overrun into a success."""
+
+    @app.task(name="stubborn", timeout=0.05, max_attempts=2, retry=NO_JITTER)
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "finished anyway"
+        return "never"
+
+    outcome = run(app, make_job("stubborn"))
+    assert (outcome.kind, outcome.delay) == (Kind.RETRY, 10.0)
+    record = error_of(outcome)
+    assert record["kind"] == "timeout"
+    assert record["error"] == "timed out after 0.05s (ignored its cancellation)"
+
+
+# --- rows the worker cannot use -----------------------------------------------------------
+
+
+def test_a_broken_row_fails_like_an_exception_and_never_runs_the_handler(app: App) -> None:
+    calls: list[object] = []
+
+    @app.task(name="victim", max_attempts=3, retry=NO_JITTER)
+    def victim(**kwargs: object) -> None:
+        calls.append(kwargs)
+
+    job = dataclasses.replace(make_job("victim"), broken="the job's kwargs cannot be decoded")
+    outcome = run(app, job)
+    assert (outcome.kind, outcome.delay) == (Kind.RETRY, 10.0)
+    record = error_of(outcome)
+    assert (record["kind"], record["error"]) == ("bad_row", "the job's kwargs cannot be decoded")
+    last = run(app, dataclasses.replace(job, attempt=3))
+    assert last.kind is Kind.DEAD
+    assert error_of(last)["kind"] == "bad_row"
+    assert calls == []
