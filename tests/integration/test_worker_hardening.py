@@ -34,7 +34,8 @@ def _rescue(conn: Conn, app: pgjobs.App) -> list[int]:
 def _session_pid(conn: Conn, worker_id: int) -> int:
     row = conn.execute("SELECT session_pid FROM pgjobs.workers WHERE id = %s", (worker_id,))
     pid = row.fetchone()
-    assert pid is not None and pid[0] is not None
+    assert pid is not None
+    assert pid[0] is not None
     return int(pid[0])
 
 
@@ -91,7 +92,7 @@ def test_a_loop_blocked_past_its_window_never_takes_back_a_session_whose_jobs_we
         @app.task(name="fence.blocker")
         async def blocker() -> None:
             if pgjobs.current_job().attempt == 1:
-                time.sleep(3.0)  # blocks the worker's event loop
+                time.sleep(3.0)  # noqa: ASYNC251 - the fault under test: a blocked loop
 
         config = WorkerConfig(poll_interval=0.1, rescue_interval=30, rescue_grace=grace)
         async with running_worker(app, config) as worker:
