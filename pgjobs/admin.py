@@ -242,7 +242,9 @@ class Admin:
                 f"only finished jobs can be purged (succeeded, dead, cancelled), got {unfinished}"
             )
         return {
-            "before": self.clock.now() - older_than,
+            # Age on the database's clock (None in production), as the workers' pruner.
+            "now": self.clock.db_now(),
+            "retention": older_than,
             "states": [state.value for state in chosen],
         }
 

@@ -769,7 +769,8 @@ SELECT state::text FROM {schema}.job_history WHERE id = %(id)s
 
 -- name: admin_count_purgeable
 SELECT count(*) FROM {schema}.job_history
-WHERE finished_at < %(before)s AND state = ANY(%(states)s::{schema}.job_state[])
+WHERE finished_at < coalesce(%(now)s::timestamptz, now()) - %(retention)s::interval
+  AND state = ANY(%(states)s::{schema}.job_state[])
 
 -- name: admin_pause_queue
 UPDATE {schema}.queues SET paused = %(paused)s WHERE name = %(queue)s RETURNING name

@@ -302,6 +302,29 @@ def test_purge_deletes_old_finished_jobs_in_batches(dsn: str, db: Conn) -> None:
         app.close()
 
 
+class _AheadClock(pgjobs.SystemClock):
+    """An operator's host whose wall clock runs 31 days ahead (a production clock:
+    `db_now()` is None)."""
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(days=31)
+
+
+def test_purge_ages_jobs_on_the_database_clock_not_the_operators(dsn: str, db: Conn) -> None:
+    app = pgjobs.App(dsn, clock=_AheadClock())
+    try:
+        ids = [app.enqueue("admin.x") for _ in range(2)]
+        for job_id in ids:
+            app.admin.cancel_job(job_id)
+        _age_history(db, ids[0], 10)
+        assert app.admin.count_purgeable(timedelta(days=7)) == 1
+        assert app.admin.purge(timedelta(days=7)) == 1
+        left = [row[0] for row in db.execute("SELECT id FROM pgjobs.job_history")]
+        assert left == [ids[1]]
+    finally:
+        app.close()
+
+
 def test_purge_refuses_unfinished_states_and_empty_spans(app: pgjobs.App) -> None:
     with pytest.raises(ValueError, match="only finished jobs"):
         app.admin.purge(timedelta(days=1), ["queued"])

@@ -80,6 +80,36 @@ def test_ls_shows_each_schedule_in_words(runner: CliRunner, dsn: str) -> None:
         assert expected in text, text
 
 
+def test_ls_says_who_leads_or_that_a_foreign_session_holds_the_key(
+    registered: pgjobs.App, runner: CliRunner, dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    app = registered
+    result = invoke(runner, dsn, "ls")
+    assert "no cron leader" in result.stdout, result.stdout
+
+    async def lead_and_check() -> None:
+        scheduler = Scheduler(app, lambda: pgdb.connect_async(app.database.dsn), app.clock)
+        try:
+            await scheduler.run_once(app.clock.now())
+            assert scheduler.leader
+            shown = await asyncio.to_thread(invoke, runner, dsn, "ls")
+            assert f"cron leader: {scheduler.identity}" in shown.stdout, shown.stdout
+        finally:
+            await scheduler.close()
+
+    asyncio.run(lead_and_check())
+    # The key the leader used, now held by a session no worker elected (this test's).
+    key = db.execute("SELECT lock_key FROM pgjobs.cron_election").fetchone()
+    assert key is not None
+    assert db.execute("SELECT pg_try_advisory_lock(%s)", key).fetchone() == (True,)
+    try:
+        text = " ".join(invoke(runner, dsn, "ls").stdout.split())
+        assert "held by a session no worker elected" in text, text
+        assert f"backend pid {db.info.backend_pid}" in text, text
+    finally:
+        db.execute("SELECT pg_advisory_unlock(%s)", key)
+
+
 @pytest.mark.usefixtures("registered")
 def test_ls_json(runner: CliRunner, dsn: str) -> None:
     result = invoke(runner, dsn, "ls", "--json")
