@@ -1,4 +1,4 @@
-"""Applies the versioned migrations in sql/migrations under an advisory lock."""
+"""Applies the versioned migrations in sql/migrations under a lock on the migrations table."""
 
 from __future__ import annotations
 
@@ -19,17 +19,17 @@ def latest_version() -> int:
 def apply_migrations(conn: psycopg.Connection[Any], schema: str) -> list[int]:
     """Bring `schema` up to the latest version; returns the versions applied (empty if none).
 
-    Runs in one transaction holding a transaction-level advisory lock, so concurrent calls
-    serialise and the second one finds nothing to do.
+    Runs in one transaction holding a lock on the migrations table, so concurrent calls
+    serialise and the second one finds nothing to do. Only the schema's owner (or a
+    superuser) can take that lock: no producer or worker session can hold migrations up.
     """
     q = queries_for(schema)
     applied: list[int] = []
     with conn.transaction():
         cur = conn.cursor()
         db.check_server_version(_one(cur.execute(q["server_version"])))
-        cur.execute(q["migration_lock"], {"key": db.lock_namespace(schema, "migrate")})
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        cur.execute(q["create_migrations_table"])
+        _create_migrations_table(conn, schema)
+        cur.execute(q["migration_lock"])
         done = {row[0] for row in cur.execute(q["applied_migrations"])}
         newer = done - {m.version for m in migrations()}
         if newer:
@@ -49,6 +49,35 @@ def apply_migrations(conn: psycopg.Connection[Any], schema: str) -> list[int]:
             )
             applied.append(migration.version)
     return applied
+
+
+def _create_migrations_table(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the schema and its migrations table if missing.
+
+    Two first migrations race here: the second CREATE waits for the first one's transaction
+    and then fails on a catalog's unique index; once the first has committed, its objects
+    are visible and the next attempt finds them (a rolled-back first leaves the way free).
+    """
+    cur = conn.cursor()
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            with conn.transaction():  # a savepoint: the outer transaction survives a failure
+                cur.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+                cur.execute(queries_for(schema)["create_migrations_table"])
+            return
+        except (
+            psycopg.errors.UniqueViolation,
+            psycopg.errors.DuplicateSchema,
+            psycopg.errors.DuplicateTable,
+            psycopg.errors.DuplicateObject,
+        ):
+            if attempt == _CREATE_ATTEMPTS - 1:
+                raise
+
+
+_CREATE_ATTEMPTS = 3
 
 
 def current_version(conn: psycopg.Connection[Any], schema: str) -> int:

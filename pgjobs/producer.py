@@ -6,8 +6,8 @@ there and are never committed here: the job exists if and only if the caller com
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import Any, TypeAlias
 
 import psycopg
@@ -18,7 +18,12 @@ from pgjobs.db import Database
 SyncConn: TypeAlias = "psycopg.Connection[Any] | psycopg.Cursor[Any]"
 AsyncConn: TypeAlias = "psycopg.AsyncConnection[Any] | psycopg.AsyncCursor[Any]"
 AnyConn: TypeAlias = "SyncConn | AsyncConn"
-RowBuilder = Callable[[Sequence[int], datetime], list[tuple[Any, ...]]]
+Batches: TypeAlias = "list[Sequence[str]]"
+
+# One `enqueue_many` statement carries at most this many jobs and about this many characters
+# of kwargs: bigger calls are split into several statements of one transaction.
+BATCH_ROWS = 50_000
+BATCH_CHARS = 16 * 1024 * 1024
 
 
 def _sync(conn: AnyConn) -> psycopg.Connection[Any]:
@@ -66,55 +71,88 @@ async def enqueue_async(database: Database, params: dict[str, Any], conn: AnyCon
 
 
 def enqueue_many(
-    database: Database, count: int, build: RowBuilder, conn: AnyConn | None
+    database: Database, params: dict[str, Any], kwargs: Sequence[str], conn: AnyConn | None
 ) -> list[int]:
-    if count == 0:
+    """One job per encoded kwargs, all or none; returns the ids in order."""
+    if not kwargs:
         return []
-    if conn is None:
-        with database.errors(), database.pool().connection() as own, own.transaction():
-            return _copy(database, own, count, build)
+    parts = batches(kwargs)
     with database.errors():
-        return _copy(database, _sync(conn), count, build)
+        if conn is None:
+            with database.pool().connection() as own, _atomic(own, len(parts)):
+                return _insert_many(database, own, params, parts)
+        sync = _sync(conn)
+        with _atomic(sync, len(parts)):
+            return _insert_many(database, sync, params, parts)
 
 
-def _copy(
-    database: Database, conn: psycopg.Connection[Any], count: int, build: RowBuilder
+def _atomic(conn: psycopg.Connection[Any], statements: int) -> AbstractContextManager[Any]:
+    # Several statements on an autocommit connection get a transaction (a savepoint inside
+    # the caller's); otherwise they join the open transaction, never committed here.
+    if statements > 1 and conn.autocommit:
+        return conn.transaction()
+    return nullcontext()
+
+
+def _insert_many(
+    database: Database, conn: psycopg.Connection[Any], params: dict[str, Any], parts: Batches
 ) -> list[int]:
-    q = database.queries
+    query = database.queries["enqueue_many"]
+    ids: list[int] = []
     with conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute(q["reserve_job_ids"], {"sequence": q.sequence("job_id_seq"), "n": count})
-        ids, now = _row(cur.fetchone())
-        rows = build(ids, now)  # validates every row before COPY starts
-        with cur.copy(q["copy_jobs"]) as copy:
-            for row in rows:
-                copy.write_row(row)
-    return list(ids)
+        for part in parts:
+            ids.extend(_row(cur.execute(query, {**params, "kwargs": part}).fetchone())[0])
+    return ids
 
 
 async def enqueue_many_async(
-    database: Database, count: int, build: RowBuilder, conn: AnyConn | None
+    database: Database, params: dict[str, Any], kwargs: Sequence[str], conn: AnyConn | None
 ) -> list[int]:
-    if count == 0:
+    if not kwargs:
         return []
+    parts = batches(kwargs)
     with database.errors():
         if conn is None:
-            async with (await database.async_pool()).connection() as own, own.transaction():
-                return await _copy_async(database, own, count, build)
-        return await _copy_async(database, _async(conn), count, build)
+            pool = await database.async_pool()
+            async with pool.connection() as own, _atomic_async(own, len(parts)):
+                return await _insert_many_async(database, own, params, parts)
+        aconn = _async(conn)
+        async with _atomic_async(aconn, len(parts)):
+            return await _insert_many_async(database, aconn, params, parts)
 
 
-async def _copy_async(
-    database: Database, conn: psycopg.AsyncConnection[Any], count: int, build: RowBuilder
+def _atomic_async(
+    conn: psycopg.AsyncConnection[Any], statements: int
+) -> AbstractAsyncContextManager[Any]:
+    if statements > 1 and conn.autocommit:
+        return conn.transaction()
+    return nullcontext()
+
+
+async def _insert_many_async(
+    database: Database, conn: psycopg.AsyncConnection[Any], params: dict[str, Any], parts: Batches
 ) -> list[int]:
-    q = database.queries
+    query = database.queries["enqueue_many"]
+    ids: list[int] = []
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute(q["reserve_job_ids"], {"sequence": q.sequence("job_id_seq"), "n": count})
-        ids, now = _row(await cur.fetchone())
-        rows = build(ids, now)
-        async with cur.copy(q["copy_jobs"]) as copy:
-            for row in rows:
-                await copy.write_row(row)
-    return list(ids)
+        for part in parts:
+            await cur.execute(query, {**params, "kwargs": part})
+            ids.extend(_row(await cur.fetchone())[0])
+    return ids
+
+
+def batches(kwargs: Sequence[str]) -> Batches:
+    """Split encoded kwargs into statements of at most BATCH_ROWS items and about
+    BATCH_CHARS characters, so that no statement needs an unbounded parameter."""
+    parts: Batches = []
+    start = size = 0
+    for index, text in enumerate(kwargs):
+        if index > start and (index - start >= BATCH_ROWS or size + len(text) > BATCH_CHARS):
+            parts.append(kwargs[start:index])
+            start, size = index, 0
+        size += len(text)
+    parts.append(kwargs[start:])
+    return parts
 
 
 def _row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:

@@ -12,9 +12,9 @@ from pgjobs.backoff import Backoff
 from pgjobs.job import (
     EnqueueOptions,
     check_name,
-    copy_rows,
     encode_many,
     enqueue_params,
+    many_params,
 )
 
 if TYPE_CHECKING:
@@ -146,29 +146,20 @@ class TaskCall(Generic[P, R]):
             options=self.opts,
         )
 
-    def _row_builder(self, items: list[Mapping[str, Any]]) -> producer.RowBuilder:
+    def _many(self, items: list[Mapping[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+        """The `enqueue_many` parameters and each item's encoded kwargs, checked before I/O."""
         task = self.task
-        if self.opts.dedup_key is not None:
-            raise ValueError(
-                "enqueue_many does not take a dedup_key: enqueue those jobs one by one"
-            )
+        params = many_params(
+            task.name,
+            queue=task.queue,
+            priority=task.priority,
+            max_attempts=task.max_attempts,
+            options=self.opts,
+        )
         encoded = encode_many(task.name, items)
         for item in items:
             task.check_arguments((), item)
-
-        def build(ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
-            return copy_rows(
-                task.name,
-                encoded,
-                ids,
-                queue=task.queue,
-                priority=task.priority,
-                max_attempts=task.max_attempts,
-                options=self.opts,
-                now=now,
-            )
-
-        return build
+        return params, encoded
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> int:
         params = self._params(args, kwargs)
@@ -183,18 +174,14 @@ class TaskCall(Generic[P, R]):
         return job_id
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
-        listed = list(items)
-        build = self._row_builder(listed)
-        ids = producer.enqueue_many(self.task.app.database, len(listed), build, self.conn)
+        params, encoded = self._many(list(items))
+        ids = producer.enqueue_many(self.task.app.database, params, encoded, self.conn)
         self._enqueued(ids)
         return ids
 
     async def enqueue_many_async(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
-        listed = list(items)
-        build = self._row_builder(listed)
-        ids = await producer.enqueue_many_async(
-            self.task.app.database, len(listed), build, self.conn
-        )
+        params, encoded = self._many(list(items))
+        ids = await producer.enqueue_many_async(self.task.app.database, params, encoded, self.conn)
         self._enqueued(ids)
         return ids
 

@@ -164,14 +164,13 @@ def _table_exists(db: psycopg.Connection[Any], qualified: str) -> bool:
     return bool(row and row[0])
 
 
-def _wait_for_advisory_waiter(dsn: str) -> None:
-    """Block until some session of this database waits on an advisory lock."""
+def _wait_for_lock_waiter(dsn: str) -> None:
+    """Block until some session of this database waits on a heavyweight lock."""
     with psycopg.connect(dsn, autocommit=True) as watcher:
         watcher.execute("SET statement_timeout = '30s'")
         watcher.execute(
             "DO $$ BEGIN WHILE NOT EXISTS (SELECT FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            " AND wait_event = 'advisory') LOOP"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock') LOOP"
             " PERFORM pg_stat_clear_snapshot(); PERFORM pg_sleep(0.01); END LOOP; END $$"
         )
 
@@ -245,7 +244,7 @@ def test_concurrent_migrations_both_succeed_and_record_the_version_once(
 def test_a_migration_waits_for_one_in_progress_then_finds_nothing_to_do(
     dsn: str, db: psycopg.Connection[Any]
 ) -> None:
-    # The first migration holds its transaction (and the advisory lock) open; the second,
+    # The first migration holds its transaction (and its locks) open; the second,
     # on its own connection, must queue behind it rather than fail on half-made objects.
     results: list[list[int]] = []
     failures: list[BaseException] = []
@@ -264,7 +263,7 @@ def test_a_migration_waits_for_one_in_progress_then_finds_nothing_to_do(
 
         thread = threading.Thread(target=second)
         thread.start()
-        _wait_for_advisory_waiter(dsn)
+        _wait_for_lock_waiter(dsn)
         assert results == []  # still waiting for the lock
         assert not _schema_exists(db, "held")  # nothing of the first is visible yet
         first.commit()
@@ -272,6 +271,64 @@ def test_a_migration_waits_for_one_in_progress_then_finds_nothing_to_do(
     assert not failures, failures
     assert results == [[]]
     assert _migrations_rows(db, "held") == ALL_ROWS
+
+
+def test_a_migration_of_a_migrated_schema_waits_for_one_in_progress(
+    dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    # With the schema in place the serialisation is the lock on the migrations table.
+    results: list[list[int]] = []
+    failures: list[BaseException] = []
+    with psycopg.connect(dsn) as first:
+        first.execute("SELECT 1")  # open a transaction that the migration joins (savepoint)
+        assert apply_migrations(first, "pgjobs") == []  # holds the lock until commit
+
+        def second() -> None:
+            app = pgjobs.App(dsn)
+            try:
+                results.append(app.migrate())
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                app.close()
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        _wait_for_lock_waiter(dsn)
+        assert results == []
+        first.commit()
+        thread.join(WAIT)
+    assert not failures, failures
+    assert results == [[]]
+
+
+def test_concurrent_first_migrations_into_an_existing_empty_schema(
+    dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    # The schema was made by a DBA: the two migrations race on creating the migrations table.
+    db.execute("CREATE SCHEMA premade")
+    start = threading.Barrier(2)
+    results: list[list[int]] = []
+    failures: list[BaseException] = []
+
+    def migrate() -> None:
+        app = pgjobs.App(dsn, schema="premade")
+        try:
+            start.wait(timeout=WAIT)
+            results.append(app.migrate())
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            app.close()
+
+    threads = [threading.Thread(target=migrate) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert not failures, failures
+    assert sorted(results) == [[], ALL_VERSIONS]
+    assert _migrations_rows(db, "premade") == ALL_ROWS
 
 
 def test_custom_schema_works_end_to_end(dsn: str, db: psycopg.Connection[Any]) -> None:

@@ -111,6 +111,15 @@ def _refused(conn: Conn, statement: str) -> None:
         conn.execute(statement)
 
 
+def _copy_refused(conn: Conn, row: tuple[Any, ...]) -> None:
+    with (
+        pytest.raises(pg_errors.InsufficientPrivilege),
+        conn.transaction(),
+        conn.cursor().copy("COPY pgjobs.jobs (id, task) FROM STDIN") as copy,
+    ):
+        copy.write_row(row)
+
+
 FORBIDDEN_TO_BOTH = [
     "DROP TABLE pgjobs.jobs",
     "ALTER TABLE pgjobs.jobs ADD COLUMN evil int",
@@ -209,8 +218,19 @@ def test_the_producer_can_do_nothing_else(roles: Roles, db: Conn) -> None:
             "SELECT * FROM pgjobs.schedules",
             "SELECT * FROM pgjobs.cron_runs",
             "SELECT nextval('pgjobs.worker_id_seq')",
+            # no raw writes (a forged id ahead of the sequence), no reads of other jobs
+            "INSERT INTO pgjobs.jobs (id, task) VALUES (1000000, 'roles.forged')",
+            "INSERT INTO pgjobs.jobs (task) VALUES ('roles.raw')",
+            "SELECT id, dedup_key FROM pgjobs.jobs",
+            "SELECT nextval('pgjobs.job_id_seq')",
+            "SELECT setval('pgjobs.job_id_seq', 1000000)",
+            "SELECT last_value FROM pgjobs.job_id_seq",
+            "INSERT INTO pgjobs.queues (name) VALUES ('roles.q')",
+            "SELECT * FROM pgjobs.queues",
+            "LOCK TABLE pgjobs.migrations IN SHARE ROW EXCLUSIVE MODE",
         ]:
             _refused(conn, statement)
+        _copy_refused(conn, (1000001, "roles.copied"))
     # A worker or a migration run as the producer stops with a clear error.
     app = pgjobs.App(roles.dsn(roles.producer))
     try:
@@ -341,3 +361,211 @@ def test_the_worker_role_can_drop_alter_or_create_nothing(roles: Roles) -> None:
             app.migrate()
     finally:
         app.close()
+
+
+# ---------------------------------------------------------------- producer rights (issue 10)
+def _ids(db: Conn, task: str) -> list[int]:
+    rows = db.execute("SELECT id FROM pgjobs.jobs WHERE task = %s ORDER BY id", (task,))
+    return [row[0] for row in rows.fetchall()]
+
+
+def test_a_producer_cannot_forge_the_id_of_a_later_job(roles: Roles, db: Conn) -> None:
+    # The attack: take an id ahead of the sequence, so that the job that later gets it
+    # collides (and its ack fails on the history's primary key).
+    ahead = db.execute("SELECT last_value + 1 FROM pgjobs.job_id_seq").fetchone()
+    assert ahead is not None
+    with psycopg.connect(roles.dsn(roles.producer), autocommit=True) as conn:
+        _refused(conn, f"INSERT INTO pgjobs.jobs (id, task) VALUES ({ahead[0]}, 'roles.forged')")
+        _copy_refused(conn, (ahead[0], "roles.forged"))
+        # The enqueue functions take no id: the sequence gives them.
+        with pytest.raises(pg_errors.UndefinedFunction):
+            conn.execute("SELECT pgjobs.enqueue(task => 'roles.forged', id => 1)")
+        row = conn.execute(
+            "SELECT pgjobs.enqueue_many(task => 'roles.many', kwargs => %s::jsonb[])",
+            (['{"n": 1}', '{"n": 2}'],),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == _ids(db, "roles.many")
+    assert not _ids(db, "roles.forged")
+
+
+def test_a_producer_cannot_read_dedup_keys_or_arguments(roles: Roles, db: Conn) -> None:
+    db.execute(
+        "SELECT pgjobs.enqueue(task => 'roles.other', kwargs => '{\"secret\": 1}',"
+        " dedup_key => 'other-producers-key')"
+    )
+    with psycopg.connect(roles.dsn(roles.producer), autocommit=True) as conn:
+        for statement in [
+            "SELECT dedup_key FROM pgjobs.jobs",
+            "SELECT id FROM pgjobs.jobs WHERE dedup_key = 'other-producers-key'",
+            "SELECT count(*) FROM pgjobs.jobs",
+            "SELECT kwargs FROM pgjobs.job_history",
+        ]:
+            _refused(conn, statement)
+
+
+def test_the_enqueue_functions_ignore_a_callers_temporary_tables(roles: Roles, db: Conn) -> None:
+    # The functions run with the owner's rights: a temporary `jobs` of the caller must not
+    # stand in for pgjobs.jobs (pg_temp comes last in their search_path).
+    with psycopg.connect(roles.dsn(roles.producer), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE jobs (LIKE pg_catalog.pg_class)")
+        conn.execute("CREATE TEMP TABLE queues (name text)")
+        conn.execute("SELECT pgjobs.enqueue(task => 'roles.temp')")
+        conn.execute(
+            "SELECT pgjobs.enqueue_many(task => 'roles.temp', kwargs => %s::jsonb[])", (["{}"],)
+        )
+        assert conn.execute("SELECT count(*) FROM pg_temp.queues").fetchone() == (0,)
+    assert len(_ids(db, "roles.temp")) == 2
+
+
+def test_a_producer_enqueues_inside_its_own_transaction(roles: Roles, db: Conn) -> None:
+    app = pgjobs.App(roles.dsn(roles.producer))
+    try:
+        task = app.task(name="roles.tx")(lambda n=0: None)
+        with psycopg.connect(roles.dsn(roles.producer)) as conn:
+            for outcome in ("rollback", "commit"):
+                ids = [task.options(conn=conn).enqueue(1)]
+                ids += task.enqueue_many([{"n": 2}, {"n": 3}], conn=conn)
+                row = conn.execute("SELECT pgjobs.enqueue(task => 'roles.tx')").fetchone()
+                assert row is not None
+                ids.append(row[0])
+                row = conn.execute(
+                    "SELECT pgjobs.enqueue_many(task => 'roles.tx', kwargs => ARRAY['{}']::jsonb[])"
+                ).fetchone()
+                assert row is not None
+                ids += row[0]
+                assert not _ids(db, "roles.tx"), "visible before the caller commits"
+                if outcome == "rollback":
+                    conn.rollback()
+                    assert not _ids(db, "roles.tx")
+                else:
+                    conn.commit()
+                    assert _ids(db, "roles.tx") == sorted(ids)
+    finally:
+        app.close()
+
+
+def test_enqueue_many_as_a_producer_only_role(
+    roles: Roles, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = pgjobs.App(roles.dsn(roles.producer))
+    try:
+        task = app.task(name="roles.bulk", queue="roles-bulk")(lambda n=0: None)
+        ids = task.enqueue_many({"n": n} for n in range(1000))
+        ids += asyncio.run(task.enqueue_many_async([{"n": n} for n in range(1000, 1010)]))
+        # Several statements (one transaction) when the batch is split.
+        monkeypatch.setattr(pgjobs.producer, "BATCH_ROWS", 3)
+        ids += task.options(delay=timedelta(hours=1)).enqueue_many(
+            [{"n": n} for n in range(1010, 1020)]
+        )
+        ids += asyncio.run(task.enqueue_many_async([{"n": n} for n in range(1020, 1030)]))
+    finally:
+        app.close()
+    rows = db.execute(
+        "SELECT id, (kwargs->>'n')::int, queue, run_at > now() + interval '50 minutes'"
+        " FROM pgjobs.jobs WHERE task = 'roles.bulk' ORDER BY id"
+    ).fetchall()
+    assert [row[0] for row in rows] == ids == sorted(ids)
+    assert [row[1] for row in rows] == list(range(1030))
+    assert {row[2] for row in rows} == {"roles-bulk"}
+    assert [row[3] for row in rows] == [False] * 1010 + [True] * 10 + [False] * 10
+    assert db.execute("SELECT 1 FROM pgjobs.queues WHERE name = 'roles-bulk'").fetchone()
+
+
+def test_a_split_enqueue_many_is_all_or_nothing(
+    roles: Roles, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pgjobs.producer, "BATCH_ROWS", 2)
+    app = pgjobs.App(roles.dsn(roles.producer))
+    try:
+        task = app.task(name="roles.split")(lambda n=0: None)
+        items: list[dict[str, Any]] = [{"n": n} for n in range(5)]
+        items[4] = {"n": "\x00"}  # jsonb refuses NUL: the third statement fails
+        with pytest.raises(pgjobs.PgJobsError):
+            task.enqueue_many(items)
+        with (
+            psycopg.connect(roles.dsn(roles.producer), autocommit=True) as conn,
+            pytest.raises(pgjobs.PgJobsError),
+        ):
+            task.enqueue_many(items, conn=conn)
+    finally:
+        app.close()
+    assert not _ids(db, "roles.split")
+
+
+SCHEDULE = (
+    "INSERT INTO pgjobs.schedules (name, task, queue, code_expression)"
+    " VALUES ('roles-schedule', 'roles.tick', 'default', '@every 1h')"
+)
+
+
+def test_the_worker_role_cannot_change_a_schedules_operator_columns(roles: Roles, db: Conn) -> None:
+    db.execute(SCHEDULE)
+    with psycopg.connect(roles.dsn(roles.worker), autocommit=True) as conn:
+        for statement in [
+            "UPDATE pgjobs.schedules SET enabled = false",
+            "UPDATE pgjobs.schedules SET override_expression = '@every 1m'",
+            "UPDATE pgjobs.schedules SET override_timezone = 'Europe/Paris'",
+            "UPDATE pgjobs.schedules SET updated_at = now(), updated_by = 'evil'",
+            "INSERT INTO pgjobs.schedules (name, task, queue, code_expression, enabled)"
+            " VALUES ('roles-off', 'roles.tick', 'default', '@every 1h', false)",
+            "INSERT INTO pgjobs.schedules (name, task, queue, code_expression,"
+            " override_expression) VALUES ('roles-o', 'roles.tick', 'default', '@every 1h',"
+            " '@every 1m')",
+            "DELETE FROM pgjobs.schedules",
+        ]:
+            _refused(conn, statement)
+        # What the cron code writes is still allowed (the cron tests run it for real).
+        conn.execute(
+            "UPDATE pgjobs.schedules SET code_expression = '@every 2h', seen_at = now(),"
+            " next_tick = NULL, last_tick = now(), revision = revision + 1"
+        )
+    row = db.execute("SELECT enabled, override_expression FROM pgjobs.schedules").fetchone()
+    assert row == (True, None)
+
+
+def test_roles_sql_takes_back_what_older_versions_granted(roles: Roles, db: Conn) -> None:
+    # The grants of the previous roles.sql, then a re-run of the current one.
+    for statement in [
+        "GRANT INSERT ON pgjobs.jobs TO {p}",
+        "GRANT SELECT (id, dedup_key) ON pgjobs.jobs TO {p}",
+        "GRANT USAGE ON SEQUENCE pgjobs.job_id_seq TO {p}",
+        "GRANT INSERT ON pgjobs.queues TO {p}",
+        "GRANT SELECT, INSERT, UPDATE ON pgjobs.schedules TO {w}",
+    ]:
+        db.execute(
+            sql.SQL(statement).format(
+                p=sql.Identifier(roles.producer_role), w=sql.Identifier(roles.worker_role)
+            )
+        )
+    apply_roles_sql(
+        roles.admin_dsn, producer_role=roles.producer_role, worker_role=roles.worker_role
+    )
+    checks = db.execute(
+        "SELECT has_table_privilege(%(p)s, 'pgjobs.jobs', 'INSERT'),"
+        " has_any_column_privilege(%(p)s, 'pgjobs.jobs', 'SELECT'),"
+        " has_sequence_privilege(%(p)s, 'pgjobs.job_id_seq', 'USAGE'),"
+        " has_table_privilege(%(p)s, 'pgjobs.queues', 'INSERT'),"
+        " has_column_privilege(%(w)s, 'pgjobs.schedules', 'enabled', 'UPDATE'),"
+        " has_column_privilege(%(w)s, 'pgjobs.schedules', 'next_tick', 'UPDATE')",
+        {"p": roles.producer_role, "w": roles.worker_role},
+    ).fetchone()
+    assert checks == (False, False, False, False, False, True)
+
+
+def test_a_producer_holding_the_old_migrate_key_does_not_block_migrate(
+    roles: Roles, dsn: str
+) -> None:
+    from pgjobs import db as pgdb
+
+    key = pgdb.lock_namespace("pgjobs", "migrate")
+    with psycopg.connect(roles.dsn(roles.producer), autocommit=True) as squatter:
+        squatter.execute("SELECT pg_advisory_lock(%s)", (key,))
+        # lock_timeout: the old code would wait forever on the key; this fails it instead.
+        params = conninfo_to_dict(dsn)
+        params["options"] = "-c lock_timeout=5s"
+        app = pgjobs.App(make_conninfo("", **params))
+        try:
+            assert app.migrate() == []
+        finally:
+            app.close()

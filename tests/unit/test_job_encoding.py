@@ -1,4 +1,4 @@
-"""The pure enqueue layer in pgjobs.job: validation, JSON encoding, COPY rows, row mapping."""
+"""The pure enqueue layer in pgjobs.job: validation, JSON encoding, enqueue_many params, rows."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from pgjobs.job import (
     MAX_NAME_LENGTH,
     EnqueueOptions,
     Job,
+    Undecodable,
     check_name,
-    copy_rows,
     encode_arguments,
     encode_many,
     enqueue_params,
     job_from_row,
+    many_params,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -238,7 +239,7 @@ def test_enqueue_params_rejects_non_json() -> None:
         )
 
 
-# --- encode_many / copy_rows ----------------------------------------------------------------
+# --- encode_many / many_params ----------------------------------------------------------------
 
 
 def test_encode_many() -> None:
@@ -257,48 +258,38 @@ def test_encode_many_non_json_value() -> None:
         encode_many("t", [{"when": 1}, {"when": datetime.now(UTC)}])
 
 
-def _rows(options: EnqueueOptions, ids: list[int] | None = None) -> list[tuple[Any, ...]]:
-    return copy_rows(
-        "t",
-        ['{"a":1}', '{"a":2}'],
-        ids if ids is not None else [10, 11],
-        queue="default",
-        priority=1,
-        max_attempts=4,
-        options=options,
-        now=NOW,
-    )
+def _many(options: EnqueueOptions) -> dict[str, Any]:
+    return many_params("t", queue="default", priority=1, max_attempts=4, options=options)
 
 
-def test_copy_rows_defaults_run_now_on_the_database_clock() -> None:
-    assert _rows(EnqueueOptions()) == [
-        (10, "t", "default", "[]", '{"a":1}', 1, NOW, 4),
-        (11, "t", "default", "[]", '{"a":2}', 1, NOW, 4),
-    ]
+def test_many_params_defaults_run_now_on_the_database_clock() -> None:
+    assert _many(EnqueueOptions()) == {
+        "task": "t",
+        "queue": "default",
+        "priority": 1,
+        "run_at": None,
+        "delay": timedelta(0),
+        "max_attempts": 4,
+    }
 
 
-def test_copy_rows_apply_options_and_delay() -> None:
+def test_many_params_apply_options_and_delay() -> None:
     opts = EnqueueOptions(queue="bulk", priority=0, delay=timedelta(minutes=5), max_attempts=2)
-    rows = _rows(opts)
-    assert {row[2] for row in rows} == {"bulk"}
-    assert {row[5] for row in rows} == {0}
-    assert {row[6] for row in rows} == {NOW + timedelta(minutes=5)}
-    assert {row[7] for row in rows} == {2}
+    params = _many(opts)
+    assert params["queue"] == "bulk"
+    assert params["priority"] == 0
+    assert params["delay"] == timedelta(minutes=5)
+    assert params["max_attempts"] == 2
 
 
-def test_copy_rows_run_at() -> None:
+def test_many_params_run_at() -> None:
     when = NOW + timedelta(days=1)
-    assert {row[6] for row in _rows(EnqueueOptions(run_at=when))} == {when}
+    assert _many(EnqueueOptions(run_at=when))["run_at"] == when
 
 
-def test_copy_rows_rejects_dedup_key() -> None:
+def test_many_params_rejects_dedup_key() -> None:
     with pytest.raises(ValueError, match="does not take a dedup_key"):
-        _rows(EnqueueOptions(dedup_key="k"))
-
-
-def test_copy_rows_needs_one_id_per_row() -> None:
-    with pytest.raises(ValueError, match="zip"):
-        _rows(EnqueueOptions(), ids=[10])
+        _many(EnqueueOptions(dedup_key="k"))
 
 
 # --- job_from_row ---------------------------------------------------------------------------
@@ -312,3 +303,38 @@ def test_job_from_row() -> None:
     assert job.worker_id == 99
     assert job.started_at == later
     assert job.dedup_key == "k"
+
+
+# --- rows a claim returns that Python cannot use ---------------------------------------------
+
+
+def _claimed(args: object, kwargs: object) -> tuple[object, ...]:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    return (1, "t", "q", args, kwargs, 0, 1, None, when, when, when, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("[" * 5000 + "]" * 5000, "RecursionError"),
+        ('{"n": ' + "9" * 5000 + "}", "ValueError"),
+    ],
+    ids=["nested-5000-deep", "integer-of-5000-digits"],
+)
+def test_the_claim_loader_turns_undecodable_json_into_a_broken_job(raw: str, expected: str) -> None:
+    from pgjobs.db import _load_json
+
+    value = _load_json(raw.encode())
+    assert isinstance(value, Undecodable)
+    assert value.reason.startswith(expected)
+    job = job_from_row(_claimed([], value), worker_id=7)
+    assert (job.args, job.kwargs) == ([], {})
+    assert job.broken is not None
+    assert job.broken.startswith(f"the job's kwargs cannot be decoded: {expected}")
+
+
+def test_arguments_of_the_wrong_json_type_make_a_broken_job() -> None:
+    job = job_from_row(_claimed({"a": 1}, [1]), worker_id=7)
+    assert job.broken == "the job's args is not a JSON array (got dict)"
+    assert (job.args, job.kwargs) == ([], {})
+    assert job_from_row(_claimed([1], {"a": 1}), worker_id=7).broken is None

@@ -24,8 +24,7 @@ INITIAL = SQL_DIR / "migrations" / "0001_initial.sql"
 # Queries the package cannot work without (enqueue, worker loop, maintenance, migrations).
 CORE_QUERIES = {
     "enqueue",
-    "reserve_job_ids",
-    "copy_jobs",
+    "enqueue_many",
     "claim_jobs",
     "complete_jobs",
     "retry_jobs",
@@ -65,7 +64,7 @@ def test_every_query_renders_for_a_schema(schema: str) -> None:
         assert b"{schema}" not in text, name
         assert b"-- name:" not in text, name
     # Every query that touches a pgjobs object names it through the quoted schema.
-    for name in CORE_QUERIES - {"reserve_job_ids"}:  # that one takes the sequence as a parameter
+    for name in CORE_QUERIES:
         assert quoted in queries[name], name
 
 
