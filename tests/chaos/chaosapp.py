@@ -39,6 +39,7 @@ LEAK = "chaos.leak"
 EXIT = "chaos.exit"
 BLOB = "chaos.blob"
 TICK = "chaos.tick"
+STALL = "chaos.stall"
 TICK_SCHEDULE = "chaos-tick"
 
 WORK_MAX_ATTEMPTS = 25  # the drains must end succeeded: no job can be unlucky that often
@@ -145,6 +146,15 @@ async def work_async(
         seconds = _duration(ms, first_attempt_ms)
         if seconds:
             await asyncio.sleep(seconds)
+
+
+@app.task(name=STALL, max_attempts=WORK_MAX_ATTEMPTS)
+async def stall(seconds: float) -> None:
+    """On attempt 1, blocks the event loop for `seconds` (`time.sleep` in an async handler,
+    as buggy handlers do); later attempts return at once."""
+    with Run():
+        if pgjobs.current_job().attempt == 1:
+            time.sleep(seconds)  # noqa: ASYNC251  (blocking the loop is the fault under test)
 
 
 @app.task(name=HANG_SYNC, timeout=HANG_TIMEOUT, max_attempts=POISON_MAX_ATTEMPTS)
