@@ -14,6 +14,12 @@ class ConfigError(PgJobsError):
     """Invalid configuration: a bad DSN, option, task definition or schedule."""
 
 
+class InvalidInput(PgJobsError, ValueError, TypeError):
+    """A value given to enqueue is outside pgjobs' limits (see the README's "Input limits").
+
+    Also a ValueError and a TypeError, which is what such mistakes raised before."""
+
+
 class DatabaseError(PgJobsError):
     """Postgres could not be reached or refused an operation."""
 

@@ -86,10 +86,19 @@ def _logfmt(fields: dict[str, Any]) -> str:
             text = f"{value:.6f}".rstrip("0").rstrip(".") + "s"
         else:
             text = str(value)
-            if not text or any(c in text for c in ' "=\n'):
-                text = json.dumps(text, ensure_ascii=False)
+            if not text or any(c in text for c in ' "=') or not text.isprintable():
+                text = escape_unprintable(json.dumps(text, ensure_ascii=False))
         parts.append(f"{key}={text}")
     return " ".join(parts)
+
+
+def escape_unprintable(text: str) -> str:
+    """`text` with every unprintable character (controls, ESC, bidi overrides such as
+    U+202E, line separators, lone surrogates) as a JSON escape: task names, queues and
+    errors come from rows anyone could have written, and must not forge or garble lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
 
 
 class TextFormatter(logging.Formatter):
@@ -97,6 +106,10 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, fmt: str = TEXT_FORMAT):
         super().__init__(fmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message line only: a traceback appended after it keeps its newlines.
+        return escape_unprintable(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
@@ -118,7 +131,7 @@ class JsonFormatter(logging.Formatter):
                 data[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             data["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return escape_unprintable(json.dumps(data, ensure_ascii=False, default=str))
 
 
 def formatter(fmt: str) -> logging.Formatter:
