@@ -14,6 +14,10 @@ The figures of each scenario are printed at the end of the run.
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -44,6 +49,46 @@ def procs(dsn: str, tmp_path: Path, chaos_dir: Path) -> Iterator[harness.Procs]:
         yield manager
     finally:
         manager.cleanup()
+
+
+@pytest.fixture
+def logins(dsn: str, db: psycopg.Connection[Any]) -> Iterator[harness.Logins]:
+    """Login roles in fresh producer and worker roles made by sql/roles.sql."""
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is needed to apply sql/roles.sql")
+    suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
+    groups = (f"chaos_producer_{suffix}", f"chaos_worker_{suffix}")
+    made = harness.Logins(f"chaos_app_{suffix}", f"chaos_jobs_{suffix}")
+    try:
+        role_vars = ["-v", f"producer_role={groups[0]}", "-v", f"worker_role={groups[1]}"]
+        done = subprocess.run(
+            [psql, dsn, "-X", "-q", "-f", str(harness.ROOT / "sql" / "roles.sql"), *role_vars],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        for login, group in zip((made.producer, made.worker), groups, strict=True):
+            db.execute(
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                    sql.Identifier(login), sql.Identifier(group)
+                )
+            )
+        yield made
+    finally:
+        names = [made.producer, made.worker, *groups]
+        query = "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)"
+        existing = [row[0] for row in db.execute(query, (names,)).fetchall()]
+        if existing:
+            db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)",
+                (existing,),
+            )
+            idents = sql.SQL(", ").join(map(sql.Identifier, existing))
+            db.execute(sql.SQL("DROP OWNED BY {}").format(idents))
+            db.execute(sql.SQL("DROP ROLE {}").format(idents))
 
 
 @pytest.fixture(scope="session")

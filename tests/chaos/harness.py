@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 import pytest
 from proctools import descendants
+from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -167,6 +168,17 @@ class Procs:
 
 
 # --------------------------------------------------------------------------- database
+@dataclass(frozen=True)
+class Logins:
+    """Login roles in fresh producer and worker roles (the `logins` fixture)."""
+
+    producer: str
+    worker: str
+
+    def dsn(self, dsn: str, user: str) -> str:
+        return make_conninfo(dsn, user=user)
+
+
 def scalar(db: Conn, query: str, params: Any = None) -> Any:
     row = db.execute(query, params).fetchone()
     assert row is not None

@@ -12,20 +12,15 @@ connections go to the others. Once the limit is lifted, the drain completes.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import chaosapp
 import pytest
 from harness import (
-    ROOT,
     Conn,
+    Logins,
     Proc,
     Procs,
     check,
@@ -50,46 +45,6 @@ CONCURRENCY = 10
 LIMIT = 9  # connections for 4 workers that want 4 (5 for the cron leader) each
 BOUND = CONCURRENCY + max(CONCURRENCY, 100)  # running handlers + outcomes waiting to be written
 PHASE = 15.0  # seconds of the drain under the limit before it is lifted
-
-
-@pytest.fixture
-def worker_login(dsn: str, db: Conn) -> Iterator[str]:
-    """A login role in a fresh worker role (roles.sql); yields its name."""
-    psql = shutil.which("psql")
-    if psql is None:
-        pytest.skip("psql is needed to apply sql/roles.sql")
-    suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
-    producer, worker, login = f"chaos_p_{suffix}", f"chaos_w_{suffix}", f"chaos_l_{suffix}"
-    try:
-        roles_sql = str(ROOT / "sql" / "roles.sql")
-        role_vars = ["-v", f"producer_role={producer}", "-v", f"worker_role={worker}"]
-        done = subprocess.run(
-            [psql, dsn, "-X", "-q", "-f", roles_sql, *role_vars],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        db.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-                sql.Identifier(login), sql.Identifier(worker)
-            )
-        )
-        yield login
-    finally:
-        names = [login, worker, producer]
-        existing = [r[0] for r in db.execute(
-            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (names,)
-        ).fetchall()]  # fmt: skip
-        if existing:
-            idents = sql.SQL(", ").join(map(sql.Identifier, existing))
-            db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)",
-                (existing,),
-            )
-            db.execute(sql.SQL("DROP OWNED BY {}").format(idents))
-            db.execute(sql.SQL("DROP ROLE {}").format(idents))
 
 
 def _set_limit(db: Conn, role: str, limit: int) -> None:
@@ -159,8 +114,9 @@ def _over(db: Conn, chaos_dir: Path, peak: int) -> str:
 
 @pytest.mark.timeout(240)
 def test_more_workers_than_connections_no_livelock_and_bounded_unacked_work(
-    procs: Procs, db: Conn, dsn: str, chaos_dir: Path, worker_login: str
+    procs: Procs, db: Conn, dsn: str, chaos_dir: Path, logins: Logins
 ) -> None:
+    worker_login = logins.worker
     limited = make_conninfo(dsn, user=worker_login)
     assert conninfo_to_dict(limited)["user"] == worker_login
     args = ["--concurrency", str(CONCURRENCY), "--rescue-grace", "2"]
