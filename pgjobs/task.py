@@ -116,7 +116,7 @@ class Task(Generic[P, R]):
     def enqueue_many(
         self, items: Iterable[Mapping[str, Any]], *, conn: AnyConn | None = None
     ) -> list[int]:
-        """Enqueue one job per kwargs mapping with COPY; returns the ids in order."""
+        """Enqueue one job per kwargs mapping, all or none; returns the ids in order."""
         return TaskCall(self, EnqueueOptions(), conn).enqueue_many(items)
 
     async def enqueue_many_async(

@@ -189,44 +189,47 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     ids bigint[];
-    field text;
-    name text;
-    bad bigint;
+    bad jsonb;
+    bad_item bigint;
 BEGIN
-    FOREACH field IN ARRAY ARRAY['task', 'queue'] LOOP
-        name := CASE field WHEN 'task' THEN enqueue_many.task
-                           ELSE coalesce(enqueue_many.queue, 'default') END;
-        IF name IS NULL OR btrim(name) = '' OR length(name) > 200 THEN
-            RAISE EXCEPTION '% name must be a non-empty string of at most 200 characters', field
-                USING ERRCODE = '22023';
-        END IF;
-        IF name ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
-            RAISE EXCEPTION '% name must not contain control characters', field
-                USING ERRCODE = '22023';
-        END IF;
-    END LOOP;
+    IF enqueue_many.task IS NULL OR length(enqueue_many.task) > 200
+       OR btrim(enqueue_many.task) = '' THEN
+        RAISE EXCEPTION 'task name must be a non-empty string of at most 200 characters'
+            USING ERRCODE = '22023';
+    END IF;
+    IF length(enqueue_many.queue) > 200 OR btrim(enqueue_many.queue) = '' THEN
+        RAISE EXCEPTION 'queue name must be a non-empty string of at most 200 characters'
+            USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_many.task ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
+        RAISE EXCEPTION 'task name must not contain control characters' USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_many.queue ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
+        RAISE EXCEPTION 'queue name must not contain control characters' USING ERRCODE = '22023';
+    END IF;
     IF enqueue_many.max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be >= 1, got %', enqueue_many.max_attempts
             USING ERRCODE = '22023';
     END IF;
-    SELECT min(k.n) INTO bad FROM unnest(enqueue_many.kwargs) WITH ORDINALITY AS k(kwargs, n)
-    WHERE jsonb_typeof(coalesce(k.kwargs, '{}')) <> 'object';
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION 'kwargs must be a JSON object (item %)', bad USING ERRCODE = '22023';
-    END IF;
-    SELECT min(k.n) INTO bad FROM unnest(enqueue_many.kwargs) WITH ORDINALITY AS k(kwargs, n)
-    WHERE jsonb_path_exists(k.kwargs,
-                            'strict $.**{101} ? (@.type() == "array" || @.type() == "object")');
-    IF bad IS NOT NULL THEN
-        RAISE EXCEPTION 'kwargs nest deeper than 100 levels of arrays/objects (the limit; item %)',
-            bad USING ERRCODE = '22023';
-    END IF;
-    SELECT min(k.n) INTO bad FROM unnest(enqueue_many.kwargs) WITH ORDINALITY AS k(kwargs, n)
-    WHERE jsonb_path_exists(k.kwargs,
-                            'strict $.** ? (@.type() == "number" && (@ >= 1e4300 || @ <= -1e4300))');
-    IF bad IS NOT NULL THEN
+    -- One pass finds the first bad element (a walk only for non-empty kwargs); then say why.
+    SELECT k.kwargs, k.n INTO bad, bad_item
+    FROM unnest(enqueue_many.kwargs) WITH ORDINALITY AS k(kwargs, n)
+    WHERE jsonb_typeof(k.kwargs) <> 'object'
+       OR (k.kwargs <> '{}' AND jsonb_path_match(k.kwargs,
+            'strict exists($.**{101} ? (@.type() == "array" || @.type() == "object"))
+                    || exists($.** ? (@ >= 1e4300 || @ <= -1e4300))'))
+    ORDER BY k.n LIMIT 1;
+    IF bad_item IS NOT NULL THEN
+        IF jsonb_typeof(bad) <> 'object' THEN
+            RAISE EXCEPTION 'kwargs must be a JSON object (item %)', bad_item
+                USING ERRCODE = '22023';
+        END IF;
+        IF jsonb_path_exists(bad, 'strict $.**{101} ? (@.type() == "array" || @.type() == "object")') THEN
+            RAISE EXCEPTION 'kwargs nest deeper than 100 levels of arrays/objects (the limit; item %)',
+                bad_item USING ERRCODE = '22023';
+        END IF;
         RAISE EXCEPTION 'kwargs hold a number of more than 4,300 digits (the limit; item %)',
-            bad USING ERRCODE = '22023';
+            bad_item USING ERRCODE = '22023';
     END IF;
     ids := array(SELECT nextval('job_id_seq') FROM generate_series(1, cardinality(enqueue_many.kwargs)));
     INSERT INTO jobs (id, task, queue, args, kwargs, priority, run_at, max_attempts)
