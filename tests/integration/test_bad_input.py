@@ -44,7 +44,7 @@ from private_server import binaries, private_server  # noqa: E402
 Conn = psycopg.Connection[Any]
 MiB = 1024 * 1024
 # SQL and format-string metacharacters, quotes of every kind, a backslash, non-ASCII (no
-# control characters: names refuse them, see test_input_limits.py).
+# control characters: names refuse them, see test_enqueue_limits.py).
 HOSTILE = "x'); DROP TABLE pgjobs.jobs; -- \" %s %(x)s {schema} $$ \\ ☃"
 
 

@@ -178,7 +178,7 @@ def test_sql_enqueue_notifies_the_queue_unless_the_job_is_for_later(
 def test_sql_enqueue_refuses_invalid_jobs(
     db: psycopg.Connection[Any], call: str, message: str
 ) -> None:
-    # The input limits of migration 0005 (more cases in test_input_limits.py).
+    # The input limits of migration 0005 (more cases in test_enqueue_limits.py).
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         db.execute(f"SELECT pgjobs.enqueue({call})")
     assert _count(db) == 0
