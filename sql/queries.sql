@@ -73,13 +73,12 @@ RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempt, j.max_
 
 -- name: complete_jobs
 -- Acks match (id, attempt, worker_id, running): the outcome of a run that was rescued, or
--- handed out again since, changes nothing. The join on unnest keeps the cost linear in the
--- batch whatever plan the statement gets.
+-- handed out again since, changes nothing. The attempt is a filter on the rows the id list
+-- finds, not a join: a join lets the planner hash the whole (bloated) hot table.
 WITH done AS (
     DELETE FROM {schema}.jobs j
-    USING unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS f(id, attempt)
-    WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = %(worker_id)s
-      AND j.state = 'running'
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.worker_id = %(worker_id)s AND j.state = 'running'
+      AND j.attempt = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], j.id)]
     RETURNING j.*
 )
 INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state, attempt,
@@ -142,9 +141,8 @@ WITH released AS (
             'attempt', j.attempt, 'at', now(), 'kind', 'released',
             'error', format('handed back by worker %%s at shutdown; the attempt is not counted',
                             j.worker_id))
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS f(id, attempt)
-    WHERE j.id = f.id AND j.attempt = f.attempt AND j.worker_id = %(worker_id)s
-      AND j.state = 'running'
+    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.worker_id = %(worker_id)s AND j.state = 'running'
+      AND j.attempt = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], j.id)]
     RETURNING j.queue
 )
 SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue) FROM (SELECT DISTINCT queue FROM released) d) n

@@ -55,9 +55,10 @@ INTERNAL_ERROR_BACKOFF = Backoff(initial=5, factor=2, max=300)
 # The supervisor (or the process manager) starts a fresh process.
 EXIT_FENCED = 75
 
-# Claims stop while this many outcomes (or `concurrency`, if more) wait to be written: a
-# worker that cannot write outcomes stops taking work instead of running it unrecorded.
-UNACKED_MIN = 100
+# Claims stop while 2 x concurrency + this many outcomes wait to be written: a worker that
+# cannot write outcomes stops taking work instead of running it unrecorded. The room above
+# `concurrency` lets the next claim overlap the previous batch's ack.
+UNACKED_MARGIN = 100
 
 # A background service that crashes is restarted after this long, doubling up to the max.
 RESTART_DELAY = 0.5
@@ -113,7 +114,7 @@ class Worker:
         threads = ThreadRunner(cfg.concurrency)
         self.executor = Executor(self.app.tasks, threads, self.clock, hooks=self._observability())
         self.acker = Acker(self.q, self._connect, self.channel, on_written=self._slot_freed.set)
-        self.unacked_limit = max(cfg.concurrency, UNACKED_MIN)
+        self.unacked_limit = 2 * cfg.concurrency + UNACKED_MARGIN
         self.claimer = Claimer(self.q, self._connect, self.clock, cfg.queues)
         self.session = Session(
             self.q,
