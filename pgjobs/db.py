@@ -262,16 +262,17 @@ def use_fast_json(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_loads(_load_json, conn)
 
 
-def short_of_connections(exc: BaseException) -> bool:
-    """Whether `exc` (or what it was raised from) is the server refusing a connection because
-    max_connections (or a role's or database's connection limit) is reached."""
+def connection_shortage(exc: BaseException) -> str | None:
+    """Which connection limit refused a connection, if that is what `exc` (or what it was
+    raised from) is: the server's max_connections, or a role's or database's CONNECTION
+    LIMIT. None for any other error."""
     while exc is not None:
-        if isinstance(exc, psycopg.Error) and exc.sqlstate == "53300":
-            return True
         text = str(exc)
+        if "too many connections for" in text:  # role "x" / database "y"
+            return "the role's or database's CONNECTION LIMIT reached"
+        if isinstance(exc, psycopg.Error) and exc.sqlstate == "53300":
+            return "max_connections reached"
         if "too many clients" in text or "remaining connection slots" in text:
-            return True
-        if "too many connections for" in text:  # a role's or database's CONNECTION LIMIT
-            return True
+            return "max_connections reached"
         exc = exc.__cause__  # type: ignore[assignment]
-    return False
+    return None

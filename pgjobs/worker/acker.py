@@ -9,6 +9,7 @@ rescued meanwhile changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -56,12 +57,18 @@ class Acker:
         self._idle.set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.unacked: set[int] = set()  # ids whose outcome is not written yet
+        self.starved = False  # the last write found no connection to be had
+        self._retry = asyncio.Event()
 
     def submit(self, outcome: Outcome) -> None:
         self.unacked.add(outcome.job.id)
         self._pending.append(outcome)
         self._idle.clear()
         self._wake.set()
+
+    def retry_now(self) -> None:
+        """Cut a retry's backoff short: a connection was just freed for the acker."""
+        self._retry.set()
 
     async def flushed(self) -> None:
         """Wait until everything submitted so far is written."""
@@ -79,15 +86,18 @@ class Acker:
                         self._conn = await self._connect()
                     await self._write(self._conn, batch)
                     self.unacked.difference_update(outcome.job.id for outcome in batch)
+                    self.starved = False
                     self._on_written()
                     batch = []
                     delay = 0.1
                 except (psycopg.OperationalError, PgJobsError) as exc:
-                    if db.short_of_connections(exc):
+                    shortage = db.connection_shortage(exc)
+                    self.starved = shortage is not None
+                    if shortage:
                         log.error(
-                            "short of Postgres connections (max_connections reached): cannot "
-                            "write %d job outcome(s); claiming pauses while they wait; "
-                            "retrying in %.1fs",
+                            "short of Postgres connections (%s): cannot write %d job "
+                            "outcome(s); claiming pauses while they wait; retrying in %.1fs",
+                            shortage,
                             len(self.unacked),
                             delay,
                         )
@@ -96,7 +106,10 @@ class Acker:
                             "acking %d job(s) failed, retrying in %.1fs: %s", len(batch), delay, exc
                         )
                     await self.close()
-                    await asyncio.sleep(delay)
+                    self._retry.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):  # or sooner: retry_now()
+                            await self._retry.wait()
                     delay = min(delay * 2, 5.0)
                 except psycopg.Error as exc:  # the data, not the connection: isolate the culprit
                     log.error("acking %d job(s) failed, acking one by one: %s", len(batch), exc)

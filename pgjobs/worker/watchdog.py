@@ -9,7 +9,9 @@ the process exits (EXIT_FENCED) before the rescue can hand its jobs out.
 
 The loop side records its stalls, so that a session that finds its connection dead after a
 stall dates the loss from the stall's start: a worker whose loop was blocked for longer
-than its reattach window never takes its session back.
+than its reattach window never takes its session back. When such a stall ends with the
+session closed, the first tick stops the handlers at once (`on_resumed_lost`), before any of
+them takes another step.
 """
 
 from __future__ import annotations
@@ -59,12 +61,14 @@ class LoopWatch:
         session_fd: Callable[[], int],
         holds_jobs: Callable[[], bool],
         on_lost: Callable[[str], None],
+        on_resumed_lost: Callable[[str], None],
     ):
         self._monotonic = monotonic
         self.reattach_window = reattach_window
         self._session_fd = session_fd
         self._holds_jobs = holds_jobs
         self._on_lost = on_lost
+        self._on_resumed_lost = on_resumed_lost
         self.last_tick = monotonic()
         self.stall: tuple[float, float] | None = None  # (start, end) of the latest stall
         self._handle: asyncio.TimerHandle | None = None
@@ -94,9 +98,17 @@ class LoopWatch:
     # ----------------------------------------------------------------- loop side
     def _tick(self) -> None:
         now = self._monotonic()
-        if now - self.last_tick > STALL:
+        gap = now - self.last_tick
+        if gap > STALL:
             self.stall = (self.last_tick, now)
-            log.warning("the event loop was blocked for %.1fs", now - self.last_tick)
+            log.warning("the event loop was blocked for %.1fs", gap)
+            # First thing after a long block (a SIGSTOP, say): timer callbacks like this one
+            # run before any handler's next step, so handlers stopped here never go on.
+            if gap > self.reattach_window and socket_closed(self._session_fd()):
+                self._on_resumed_lost(
+                    f"the event loop was blocked for {gap:.1f}s and the session connection "
+                    "was closed meanwhile"
+                )
         self.last_tick = now
         assert self._loop is not None
         self._handle = self._loop.call_later(TICK, self._tick)

@@ -137,6 +137,7 @@ class Worker:
             session_fd=self.session.socket_fd,
             holds_jobs=lambda: bool(self._running),
             on_lost=self._exit_fenced,
+            on_resumed_lost=self._resumed_lost,
         )
         self.session.watch = self.watch
         # Rescuer, auditor and pruner share one connection: four per worker process in all.
@@ -344,6 +345,21 @@ class Worker:
         self._fenced_jobs.update((job.id, job.attempt) for job in gone.values())
         await self._stop_handlers(gone, f"job(s) {sorted(j.id for j in gone.values())[:20]}")
 
+    def _resumed_lost(self, why: str) -> None:
+        """The loop resumes after a block past the reattach window with its session gone:
+        its jobs may be rescued already. Stop every handler before it takes another step."""
+        if not self._running:
+            return
+        if any(self._in_thread(job) for job in self._running.values()):
+            self._exit_fenced(why)
+        if self.session.worker_id is not None:
+            self._lost_ids.add(self.session.worker_id)
+        for task in self._running:
+            task.cancel()
+        log.warning(
+            "%s: cancelled %d handler(s); their jobs will be rescued", why, len(self._running)
+        )
+
     def _exit_fenced(self, why: str) -> None:
         log.critical("lost the worker session for good and %s: exiting so that their jobs can "
                      "be rescued without running twice at once", why)  # fmt: skip
@@ -375,20 +391,23 @@ class Worker:
             self._wakeup.set()
 
     def _claim_budget(self) -> int:
-        """How many jobs a claim may take now: free slots, and no more than the outcomes
-        still to be written allow (so that a worker that cannot ack stops claiming)."""
+        """How many jobs a claim may take now: free slots, and no more than keep the jobs
+        this process holds (running, or ended with their outcome unwritten) within
+        `unacked_limit`, so that a worker that cannot ack stops claiming."""
         cfg = self.config
-        free = cfg.concurrency - len(self._running)
-        unacked_room = self.unacked_limit - len(self.acker.unacked)
-        return min(free, unacked_room, cfg.batch_size)
+        running = len(self._running)
+        room = self.unacked_limit - running - len(self.acker.unacked)
+        return min(cfg.concurrency - running, room, cfg.batch_size)
 
     async def _claim_loop(self) -> None:
         cfg = self.config
         delay = 0.1
         drained = False
         while True:
-            budget = self._claim_budget()
-            if budget <= 0:
+            if self._claim_budget() <= 0:
+                if self.acker.starved:  # free our idle claim connection for the acker
+                    await self.claimer.close()
+                    self.acker.retry_now()
                 self._slot_freed.clear()  # set again when a job ends or outcomes are written
                 await self._slot_freed.wait()
                 continue
@@ -398,17 +417,19 @@ class Worker:
             self._wakeup.clear()
             try:
                 async with self._claim_lock:  # the auditor must not see a claim half done
-                    jobs = await self.claimer.claim(worker_id, budget)
+                    budget = self._claim_budget()  # jobs may have ended while we waited
+                    jobs = await self.claimer.claim(worker_id, budget) if budget > 0 else []
                     if worker_id in self._lost_ids:  # fenced while this claim was under way
                         jobs = []  # not run here: the rescue hands them out again
                     for job in jobs:
                         self._running[asyncio.create_task(self._run_job(job))] = job
                 delay = 0.1
             except (psycopg.Error, PgJobsError) as exc:
-                if db.short_of_connections(exc):
+                shortage = db.connection_shortage(exc)
+                if shortage:
                     log.error(
-                        "short of Postgres connections (the server refused a new one: "
-                        "max_connections reached); retrying the claim in %.1fs",
+                        "short of Postgres connections (%s); retrying the claim in %.1fs",
+                        shortage,
                         delay,
                     )
                 else:
