@@ -166,6 +166,11 @@ class WorkerStatus:
     heartbeat_at: datetime
     heartbeat_age: timedelta
     lost_at: datetime | None  # set while its session is gone (rescue follows the grace)
+    # live: its lock held by its own session; lost: held by nobody; foreign: held by another
+    # backend (a spoofer, or a stale one), which rescuers do not trust.
+    session: str = "live"
+    session_pid: int | None = None
+    lock_holder_pid: int | None = None
 
 
 @dataclass(frozen=True)

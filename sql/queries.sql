@@ -790,7 +790,7 @@ ORDER BY task
 
 -- name: admin_workers
 SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, heartbeat_age,
-       lost_at
+       lost_at, session, session_pid, lock_holder_pid
 FROM {schema}.worker_status
 ORDER BY id
 

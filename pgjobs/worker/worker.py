@@ -203,7 +203,7 @@ class Worker:
             await self._drain()
             await self._flush_acks()
             with contextlib.suppress(psycopg.Error, PgJobsError):  # a claim cut short above
-                await auditor.run_once(self.clock.now())
+                await auditor.run_once(self.clock.db_now())
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -449,7 +449,7 @@ class Worker:
                     return
                 await self.acker.flushed()
                 with contextlib.suppress(psycopg.Error, PgJobsError):
-                    await self.rescuer.run_once(self.clock.now())
+                    await self.rescuer.run_once(self.clock.db_now())
                 drained = True
                 continue
             if not await self._woken(cfg.poll_interval):

@@ -51,3 +51,23 @@ def test_ls_shows_a_worker_whose_session_is_lost(app: pgj.App, dsn: str, db: Con
     [entry] = pgjobs_json("workers", "ls", dsn=dsn)  # type: ignore[misc]
     assert entry["lost_at"].startswith("2031-03-14")
     assert "lost since" in pgjobs("workers", "ls", dsn=dsn).stdout
+
+
+def test_ls_names_a_foreign_holder_of_a_workers_lock(app: pgj.App, dsn: str, db: Conn) -> None:
+    """Any role can take a worker's advisory lock: ls shows who holds it when it is not the
+    worker's own session (rescuers then treat the worker as lost)."""
+    namespace = pgj.db.lock_namespace("pgjobs", "worker")
+    db.execute(
+        "INSERT INTO pgjobs.workers (id, host, pid, concurrency, session_pid, lock_namespace,"
+        " protocol) VALUES (8, 'h', 1, 1, 1, %s, 2)",
+        (namespace,),
+    )
+    with psycopg.connect(dsn, autocommit=True) as spoofer:
+        spoofer.execute("SELECT pg_advisory_lock(%s)", ((namespace << 32) | 8,))
+        [entry] = pgjobs_json("workers", "ls", dsn=dsn)  # type: ignore[misc]
+        assert (entry["session"], entry["lock_holder_pid"]) == (
+            "foreign",
+            spoofer.info.backend_pid,
+        )
+        table = pgjobs("workers", "ls", dsn=dsn).stdout
+        assert f"foreign backend {spoofer.info.backend_pid}" in " ".join(table.split())
