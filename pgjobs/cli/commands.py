@@ -177,9 +177,9 @@ def bench(
 ) -> None:
     """Measure enqueue rate, drain rate and enqueue-to-start latency (no-op jobs).
 
-    Runs in a scratch schema, pgjobs_bench, of the database given by --dsn or $PGJOBS_DSN
-    (never touching your jobs), dropped before the run and again when it ends, also on
-    Ctrl-C or failure. With neither, it starts a throw-away embedded PostgreSQL.
+    Uses the database of --dsn or $PGJOBS_DSN, else a throw-away embedded PostgreSQL.
+
+    Works in a scratch schema, pgjobs_bench (never your jobs), dropped again at the end.
     """
     from pgjobs import bench as bench_mod
 
