@@ -115,6 +115,9 @@ class Session:
     async def run(self) -> None:
         delay = 0.2
         lost_since: float | None = None  # when the session of `worker_id` was lost
+        if self.worker_id is not None:  # restarted after a crash: as if the session dropped
+            await self._discard()
+            lost_since = self._monotonic()
         while True:
             try:
                 if lost_since is None:
@@ -134,8 +137,8 @@ class Session:
                 if exc.sqlstate == OUTDATED_SQLSTATE:
                     message = exc.diag.message_primary or str(exc)
                     raise WorkerOutdated(f"{message}: stopping this worker") from exc
-                if not isinstance(exc, psycopg.OperationalError):
-                    raise
+                # Any other failure of the session (a refused heartbeat, say) is handled
+                # like a lost connection: the connection, and so the lock, is dropped.
                 lost_since = self._lost(lost_since, exc)
             except ReattachRefused as exc:
                 log.warning("worker %s: %s", self.worker_id, exc)
