@@ -124,8 +124,9 @@ def test_a_stalled_worker_whose_connections_are_cut_never_runs_a_rescued_job(
     assert "took its session back" not in output, output[-3000:]
     if when == "early":
         assert "the event loop has been blocked" in output, output[-3000:]
-    else:
-        assert "could not take its session back" in output, output[-3000:]
+    else:  # fenced by the loop's first tick after the block, or by the waking session
+        fenced = ("session connection was closed meanwhile", "could not take its session back")
+        assert any(line in output for line in fenced), output[-3000:]
     runs = read_runs(chaos_dir)
     first, rerun = runs.starts[long_job]
     assert (first.pid, rerun.attempt) == (a.pid, 2)
