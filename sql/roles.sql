@@ -42,6 +42,8 @@
 -- Monitoring views (queue_stats, task_window_stats, running_jobs, worker_status, dead_jobs,
 -- cron_history) and task_stats(): grant SELECT / EXECUTE to whoever watches. The worker
 -- reads queue_stats (its metrics endpoint) and cron_leader (the cron election).
+-- The enqueue functions' input checks (check_job_fields, json_over_limits,
+-- raise_json_limit) need no grant: they run inside the definer functions, and are pure.
 
 \set ON_ERROR_STOP on
 \if :{?schema}

@@ -73,6 +73,55 @@ LEFT JOIN (
 -- objects nested more than 100 deep inside one argument; a number of 10^4300 or more in
 -- magnitude (more than 4,300 digits: Python, and so the worker, cannot read it). NUL and
 -- lone surrogates cannot reach a text or jsonb value at all. Same signature as version 1.
+-- Raise 22023 naming the first of a job's fields that breaks a limit.
+CREATE FUNCTION check_job_fields(task text, queue text, max_attempts integer, dedup_key text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE SET search_path FROM CURRENT AS $$
+BEGIN
+    IF task IS NULL OR length(task) > 200 OR btrim(task) = '' THEN
+        RAISE EXCEPTION 'task name must be a non-empty string of at most 200 characters'
+            USING ERRCODE = '22023';
+    END IF;
+    IF length(queue) > 200 OR btrim(queue) = '' THEN
+        RAISE EXCEPTION 'queue name must be a non-empty string of at most 200 characters'
+            USING ERRCODE = '22023';
+    END IF;
+    IF task ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
+        RAISE EXCEPTION 'task name must not contain control characters' USING ERRCODE = '22023';
+    END IF;
+    IF queue ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
+        RAISE EXCEPTION 'queue name must not contain control characters' USING ERRCODE = '22023';
+    END IF;
+    IF max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be >= 1, got %', max_attempts USING ERRCODE = '22023';
+    END IF;
+    IF octet_length(dedup_key) > 512 THEN
+        RAISE EXCEPTION 'dedup_key is % bytes, over the limit of 512', octet_length(dedup_key)
+            USING ERRCODE = '22023';
+    END IF;
+END $$;
+
+-- Whether one argument value (a job's args or kwargs) breaks the JSON limits: one walk.
+-- Level 1 holds the arguments, so a container at level 101 nests 101 deep inside one.
+CREATE FUNCTION json_over_limits(value jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE RETURN jsonb_path_match(value,
+    'strict exists($.**{101} ? (@.type() == "array" || @.type() == "object"))
+            || exists($.** ? (@ >= 1e4300 || @ <= -1e4300))');
+
+-- Raise 22023 saying which JSON limit `value` (named `label`, item `item` of a batch when
+-- given) breaks; call it only when json_over_limits(value).
+CREATE FUNCTION raise_json_limit(label text, value jsonb, item bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    which text := CASE WHEN item IS NULL THEN '' ELSE format('; item %s', item) END;
+BEGIN
+    IF jsonb_path_exists(value, 'strict $.**{101} ? (@.type() == "array" || @.type() == "object")') THEN
+        RAISE EXCEPTION '% nest deeper than 100 levels of arrays/objects (the limit%)', label, which
+            USING ERRCODE = '22023';
+    END IF;
+    RAISE EXCEPTION '% hold a number of more than 4,300 digits (the limit%)', label, which
+        USING ERRCODE = '22023';
+END $$;
+
 CREATE OR REPLACE FUNCTION enqueue(
     task          text,
     args          jsonb DEFAULT '[]',
@@ -88,64 +137,26 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     job_id bigint;
 BEGIN
-    -- One test for the usual valid call; the IFs inside say what is wrong.
+    -- One test for the usual valid call; check_job_fields says what is wrong.
     IF enqueue.task IS NULL OR length(enqueue.task) > 200 OR btrim(enqueue.task) = ''
        OR length(enqueue.queue) > 200 OR btrim(enqueue.queue) = ''
        OR enqueue.task || coalesce(enqueue.queue, '') ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]'
        OR enqueue.max_attempts < 1 OR octet_length(enqueue.dedup_key) > 512
        OR jsonb_typeof(enqueue.args) <> 'array' OR jsonb_typeof(enqueue.kwargs) <> 'object'
     THEN
-        IF enqueue.task IS NULL OR length(enqueue.task) > 200 OR btrim(enqueue.task) = '' THEN
-            RAISE EXCEPTION 'task name must be a non-empty string of at most 200 characters'
-                USING ERRCODE = '22023';
-        END IF;
-        IF length(enqueue.queue) > 200 OR btrim(enqueue.queue) = '' THEN
-            RAISE EXCEPTION 'queue name must be a non-empty string of at most 200 characters'
-                USING ERRCODE = '22023';
-        END IF;
-        IF enqueue.task ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
-            RAISE EXCEPTION 'task name must not contain control characters'
-                USING ERRCODE = '22023';
-        END IF;
-        IF enqueue.queue ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
-            RAISE EXCEPTION 'queue name must not contain control characters'
-                USING ERRCODE = '22023';
-        END IF;
-        IF enqueue.max_attempts < 1 THEN
-            RAISE EXCEPTION 'max_attempts must be >= 1, got %', enqueue.max_attempts
-                USING ERRCODE = '22023';
-        END IF;
-        IF octet_length(enqueue.dedup_key) > 512 THEN
-            RAISE EXCEPTION 'dedup_key is % bytes, over the limit of 512',
-                    octet_length(enqueue.dedup_key)
-                USING ERRCODE = '22023';
-        END IF;
+        PERFORM check_job_fields(enqueue.task, enqueue.queue, enqueue.max_attempts,
+                                 enqueue.dedup_key);
         IF jsonb_typeof(enqueue.args) <> 'array' THEN
             RAISE EXCEPTION 'args must be a JSON array' USING ERRCODE = '22023';
         END IF;
         RAISE EXCEPTION 'kwargs must be a JSON object' USING ERRCODE = '22023';
     END IF;
-    -- One walk per value, none for the usual empty one. Level 1 holds the arguments, so a
-    -- container at level 101 nests 101 deep inside one of them.
-    IF enqueue.args <> '[]' AND jsonb_path_match(enqueue.args,
-            'strict exists($.**{101} ? (@.type() == "array" || @.type() == "object"))
-                    || exists($.** ? (@ >= 1e4300 || @ <= -1e4300))') THEN
-        IF jsonb_path_exists(enqueue.args, 'strict $.**{101} ? (@.type() == "array" || @.type() == "object")') THEN
-            RAISE EXCEPTION 'args nest deeper than 100 levels of arrays/objects (the limit)'
-                USING ERRCODE = '22023';
-        END IF;
-        RAISE EXCEPTION 'args hold a number of more than 4,300 digits (the limit)'
-            USING ERRCODE = '22023';
+    -- One walk per value, none for the usual empty one.
+    IF enqueue.args <> '[]' AND json_over_limits(enqueue.args) THEN
+        PERFORM raise_json_limit('args', enqueue.args);
     END IF;
-    IF enqueue.kwargs <> '{}' AND jsonb_path_match(enqueue.kwargs,
-            'strict exists($.**{101} ? (@.type() == "array" || @.type() == "object"))
-                    || exists($.** ? (@ >= 1e4300 || @ <= -1e4300))') THEN
-        IF jsonb_path_exists(enqueue.kwargs, 'strict $.**{101} ? (@.type() == "array" || @.type() == "object")') THEN
-            RAISE EXCEPTION 'kwargs nest deeper than 100 levels of arrays/objects (the limit)'
-                USING ERRCODE = '22023';
-        END IF;
-        RAISE EXCEPTION 'kwargs hold a number of more than 4,300 digits (the limit)'
-            USING ERRCODE = '22023';
+    IF enqueue.kwargs <> '{}' AND json_over_limits(enqueue.kwargs) THEN
+        PERFORM raise_json_limit('kwargs', enqueue.kwargs);
     END IF;
     LOOP
         INSERT INTO jobs (task, args, kwargs, queue, priority, run_at, dedup_key, max_attempts)
@@ -192,44 +203,19 @@ DECLARE
     bad jsonb;
     bad_item bigint;
 BEGIN
-    IF enqueue_many.task IS NULL OR length(enqueue_many.task) > 200
-       OR btrim(enqueue_many.task) = '' THEN
-        RAISE EXCEPTION 'task name must be a non-empty string of at most 200 characters'
-            USING ERRCODE = '22023';
-    END IF;
-    IF length(enqueue_many.queue) > 200 OR btrim(enqueue_many.queue) = '' THEN
-        RAISE EXCEPTION 'queue name must be a non-empty string of at most 200 characters'
-            USING ERRCODE = '22023';
-    END IF;
-    IF enqueue_many.task ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
-        RAISE EXCEPTION 'task name must not contain control characters' USING ERRCODE = '22023';
-    END IF;
-    IF enqueue_many.queue ~ '[\u0001-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]' THEN
-        RAISE EXCEPTION 'queue name must not contain control characters' USING ERRCODE = '22023';
-    END IF;
-    IF enqueue_many.max_attempts < 1 THEN
-        RAISE EXCEPTION 'max_attempts must be >= 1, got %', enqueue_many.max_attempts
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM check_job_fields(enqueue_many.task, enqueue_many.queue, enqueue_many.max_attempts,
+                             NULL);
     -- One pass finds the first bad element (a walk only for non-empty kwargs); then say why.
     SELECT k.kwargs, k.n INTO bad, bad_item
     FROM unnest(enqueue_many.kwargs) WITH ORDINALITY AS k(kwargs, n)
-    WHERE jsonb_typeof(k.kwargs) <> 'object'
-       OR (k.kwargs <> '{}' AND jsonb_path_match(k.kwargs,
-            'strict exists($.**{101} ? (@.type() == "array" || @.type() == "object"))
-                    || exists($.** ? (@ >= 1e4300 || @ <= -1e4300))'))
+    WHERE jsonb_typeof(k.kwargs) <> 'object' OR (k.kwargs <> '{}' AND json_over_limits(k.kwargs))
     ORDER BY k.n LIMIT 1;
     IF bad_item IS NOT NULL THEN
         IF jsonb_typeof(bad) <> 'object' THEN
             RAISE EXCEPTION 'kwargs must be a JSON object (item %)', bad_item
                 USING ERRCODE = '22023';
         END IF;
-        IF jsonb_path_exists(bad, 'strict $.**{101} ? (@.type() == "array" || @.type() == "object")') THEN
-            RAISE EXCEPTION 'kwargs nest deeper than 100 levels of arrays/objects (the limit; item %)',
-                bad_item USING ERRCODE = '22023';
-        END IF;
-        RAISE EXCEPTION 'kwargs hold a number of more than 4,300 digits (the limit; item %)',
-            bad_item USING ERRCODE = '22023';
+        PERFORM raise_json_limit('kwargs', bad, bad_item);
     END IF;
     ids := array(SELECT nextval('job_id_seq') FROM generate_series(1, cardinality(enqueue_many.kwargs)));
     INSERT INTO jobs (id, task, queue, args, kwargs, priority, run_at, max_attempts)
