@@ -68,7 +68,9 @@ class Report:
         table.add_row(
             "enqueue, one job per transaction", f"{self.enqueue_single_per_s:,.0f} jobs/s"
         )
-        table.add_row("enqueue_many (one jsonb[] statement)", f"{self.enqueue_bulk_per_s:,.0f} jobs/s")
+        table.add_row(
+            "enqueue_many (one jsonb[] statement)", f"{self.enqueue_bulk_per_s:,.0f} jobs/s"
+        )
         table.add_row("drain, async no-op", f"{self.drain_per_s:,.0f} jobs/s")
         table.add_row("drain, sync no-op (threads)", f"{self.drain_sync_per_s:,.0f} jobs/s")
         for name, value in self.latency_ms.items():

@@ -72,14 +72,15 @@ RETURNING j.id, j.task, j.queue, j.args, j.kwargs, j.priority, j.attempt, j.max_
           least(greatest(j.run_at, '0002-01-01Z'), '9998-12-31Z'), j.started_at, j.dedup_key
 
 -- name: complete_jobs
--- Acks match (id, attempt, worker_id, running): the outcome of a run that was rescued, or
--- handed out again since, changes nothing. The attempt is a filter on the rows the id list
--- finds, not a join: a join lets the planner hash the whole (bloated) hot table.
+-- Acks match (id, worker_id, running). The worker id is the run's generation: a rescue
+-- removes the worker's row in the statement that takes its jobs, and the database then
+-- refuses that id back (reattach_worker), so a run that was rescued can never ack the job
+-- again under its id. (The rarer outcomes below match the attempt as well.) No join here: a
+-- join lets the planner hash the whole, often bloated, hot table on every ack.
 WITH done AS (
-    DELETE FROM {schema}.jobs j
-    WHERE j.id = ANY(%(ids)s::bigint[]) AND j.worker_id = %(worker_id)s AND j.state = 'running'
-      AND j.attempt = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], j.id)]
-    RETURNING j.*
+    DELETE FROM {schema}.jobs
+    WHERE id = ANY(%(ids)s::bigint[]) AND worker_id = %(worker_id)s AND state = 'running'
+    RETURNING *
 )
 INSERT INTO {schema}.job_history (id, task, queue, args, kwargs, priority, state, attempt,
     max_attempts, run_at, enqueued_at, started_at, finished_at, worker_id, dedup_key, errors)
@@ -175,7 +176,9 @@ RETURNING array(SELECT j.id FROM {schema}.jobs j WHERE j.worker_id = w.id AND j.
 SELECT pg_advisory_unlock(%(key)s)
 
 -- name: heartbeat
-UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s
+-- No row back: the worker's row was removed (by hand; a rescue also removes it), so its id
+-- is retired and the worker must treat its session as lost.
+UPDATE {schema}.workers SET heartbeat_at = now() WHERE id = %(id)s RETURNING id
 
 -- name: unregister_worker
 WITH gone AS (DELETE FROM {schema}.workers WHERE id = %(id)s)

@@ -242,7 +242,9 @@ class Session:
         while True:
             async for notify in conn.notifies(timeout=self.heartbeat_interval):
                 self._on_notify(notify.payload)
-            await conn.execute(self.q["heartbeat"], {"id": self.worker_id})
+            cur = await conn.execute(self.q["heartbeat"], {"id": self.worker_id})
+            if await cur.fetchone() is None:
+                raise ReattachRefused(f"the row of worker {self.worker_id} was removed")
 
     async def _discard(self) -> None:
         conn, self._conn = self._conn, None

@@ -151,22 +151,66 @@ def test_the_database_refuses_a_reattach_once_the_grace_ran_out_or_the_worker_wa
     assert db.execute(q["reattach_worker"], {"id": 42}).fetchone() is None
 
 
-def test_an_ack_of_a_rescued_run_changes_nothing_even_under_the_same_worker_id(
-    app: pgjobs.App, db: Conn
-) -> None:
-    """Acks match the attempt: attempt 1's late outcome cannot finish attempt 2."""
+def test_a_failed_runs_outcome_is_matched_on_its_attempt(app: pgjobs.App, db: Conn) -> None:
+    """Retries, burials and hand-backs match the attempt too: attempt 1's late outcome
+    cannot end attempt 2, even under the same worker id."""
     q = app.database.queries
     _fake_worker(db, 43, grace=30)
     job = _running_job(db, 43)
     db.execute("UPDATE pgjobs.jobs SET attempt = 2 WHERE id = %s", (job,))  # claimed again
-    db.execute(q["complete_jobs"], {"ids": [job], "attempts": [1], "worker_id": 43})
+    error = '{"kind": "exception"}'
+    db.execute(q["bury_jobs"], {"ids": [job], "attempts": [1], "errors": [error], "worker_id": 43})
     assert db.execute("SELECT state FROM pgjobs.jobs WHERE id = %s", (job,)).fetchone() == (
         "running",
     )
-    db.execute(q["complete_jobs"], {"ids": [job], "attempts": [2], "worker_id": 43})
+    db.execute(q["bury_jobs"], {"ids": [job], "attempts": [2], "errors": [error], "worker_id": 43})
     assert db.execute("SELECT state FROM pgjobs.job_history WHERE id = %s", (job,)).fetchone() == (
-        "succeeded",
+        "dead",
     )
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_row_was_removed_retires_its_id_and_stops_its_handlers(
+    app: pgjobs.App, db: Conn
+) -> None:
+    """The worker id is the run's generation: once its row is gone (a rescue, or an
+    operator), the worker notices at its next heartbeat and never carries on under it; the
+    job is then rescued and runs again. (A rescuer that passes between the deletion and that
+    heartbeat could hand the job out at once: the README warns against deleting the rows of
+    live workers; here rescues wait for a pass the test runs itself.)"""
+    events: list[tuple[str, int]] = []
+
+    async def main() -> tuple[int, int | None]:
+        started = asyncio.Event()
+
+        @app.task(name="gone.long")
+        async def long() -> None:
+            attempt = pgjobs.current_job().attempt
+            events.append(("start", attempt))
+            started.set()
+            try:
+                if attempt == 1:
+                    await asyncio.sleep(60)
+            finally:
+                events.append(("end", attempt))
+
+        config = WorkerConfig(poll_interval=0.1, heartbeat_interval=0.2, rescue_interval=60)
+        async with running_worker(app, config) as worker:
+            await long.enqueue_async()
+            await asyncio.wait_for(started.wait(), WAIT)
+            first = worker.session.worker_id
+            assert first is not None
+            delete = "DELETE FROM pgjobs.workers WHERE id = %s"
+            await asyncio.to_thread(db.execute, delete, (first,))
+            await until(sync_check(lambda: ("end", 1) in events), "the handler to be stopped")
+            assert await asyncio.to_thread(_rescue, db, app) != []
+            await until(sync_check(lambda: ("end", 2) in events), "the job to run again")
+            await asyncio.wait_for(worker.acker.flushed(), WAIT)
+            return first, worker.session.worker_id
+
+    first, second = asyncio.run(main())
+    assert events == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    assert second not in (None, first)
 
 
 # --------------------------------------------------------------------------- poison rows
