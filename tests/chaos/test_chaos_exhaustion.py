@@ -3,7 +3,7 @@
 Four workers run as a login role of the worker role (sql/roles.sql) whose CONNECTION LIMIT
 (9) is set once they are up; then every backend of theirs is cut, so all four reconnect at
 once and compete for 9 slots where they need 4 or 5 each. 2,000 jobs are drained meanwhile.
-A worker that cannot write outcomes must stop claiming once it holds `2 x concurrency + 100`
+A worker that cannot write outcomes must stop claiming once it holds `3 x concurrency + 100`
 jobs running or waiting for their outcome (sampled from the database: rows `running` under
 one worker id), say in its log that
 it is short of connections, and back off rather than crash. Mid-way the worker holding the
@@ -44,9 +44,9 @@ JOBS = 2000
 WORKERS = 4
 CONCURRENCY = 10
 LIMIT = 9  # connections for 4 workers that want 4 (5 for the cron leader) each
-# A worker holds at most 2 x concurrency + 100 jobs running or waiting for their outcome to
+# A worker holds at most 3 x concurrency + 100 jobs running or waiting for their outcome to
 # be written (Worker.unacked_limit): its rows `running` in the database.
-BOUND = 2 * CONCURRENCY + 100
+BOUND = 3 * CONCURRENCY + 100
 PHASE = 15.0  # seconds of the drain under the limit before it is lifted
 
 
