@@ -169,16 +169,7 @@ def _frozen_reruns_as_locked(runs: Runs, victim: int, frozen: float, resumed: fl
     [
         (60_000, [chaosapp.WORK, chaosapp.WORK_ASYNC]),
         (2_000, [chaosapp.WORK_ASYNC]),
-        pytest.param(
-            2_000,
-            [chaosapp.WORK],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known limitation: a sync handler whose sleep ran out during the "
-                "SIGSTOP returns at SIGCONT (its thread resumes with the process, before "
-                "any fence can act); its outcome changes nothing",
-            ),
-        ),
+        (2_000, [chaosapp.WORK]),
     ],
     ids=["resumed-mid-run", "async-due-during-freeze", "sync-due-during-freeze"],
 )
@@ -223,13 +214,26 @@ def test_sigstop_and_a_cut_the_resumed_worker_never_completes_a_rescued_run(
     runs = read_runs(chaos_dir)
     after = [m for job in ids for m in runs.marks.get(job, []) if m.pid == a.pid and m.attempt == 1]
     completed = [m for m in after if m.kind == "E"]
-    assert not completed, f"A completed runs of rescued jobs after SIGCONT: {completed}"
     code = a.popen.returncode
-    if chaosapp.WORK in tasks:  # sync handlers: only exiting stops them, before any cancel
-        assert code == 75, a.output()[-3000:]
-        assert not after, after
+    if chaosapp.WORK in tasks and first_ms < 10_000:
+        # The known limit: a sync handler whose work ran out during the freeze returns at
+        # SIGCONT (its thread resumes with the process, usually before the loop's first
+        # tick can act). What must hold: its outcome changes nothing, B's run is the one
+        # recorded, and A stops (exit 75) or goes on under a new id.
+        rows = db.execute(
+            "SELECT id, state::text, attempt, worker_id FROM pgjobs.job_history WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchall()
+        assert sorted(r[:3] for r in rows) == [(job, "succeeded", 2) for job in sorted(ids)]
+        assert not {r[3] for r in rows} & lost, rows
+        assert code in (0, 75), a.output()[-3000:]  # 0: stopped by _finish, under a new id
     else:
-        assert a.running() or code == 0, a.output()[-3000:]
+        assert not completed, f"A completed runs of rescued jobs after SIGCONT: {completed}"
+        if chaosapp.WORK in tasks:  # sync handlers: only exiting stops them, before a cancel
+            assert code == 75, a.output()[-3000:]
+            assert not after, after
+        else:
+            assert a.running() or code == 0, a.output()[-3000:]
     assert all(len(runs.starts[job]) == 2 for job in ids)
     runs = _frozen_reruns_as_locked(runs, a.pid, frozen, resumed)
     figures = check(db, [hold, *ids], runs, lost_workers=lost)
