@@ -1,9 +1,9 @@
 """Writes job outcomes back in batches: one pipelined round trip per flush.
 
 Batching is natural rather than timed: while one flush is in flight, new outcomes gather
-and go together in the next. Every statement matches on (id, attempt, worker_id, state='running'),
-so replaying a batch after a lost connection is harmless, and the outcome of a run that was
-rescued meanwhile changes nothing.
+and go together in the next. Every statement matches on (id, worker_id, state='running'),
+the failures on the attempt too, so replaying a batch after a lost connection is harmless,
+and the outcome of a run that was rescued meanwhile changes nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ _QUERY = {
 
 
 def _columns(kind: Kind) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {"ids": [], "attempts": []}
+    """The per-row arrays `kind`'s statement takes (a success matches no attempt)."""
+    columns: dict[str, list[Any]] = {"ids": []}
+    if kind is not Kind.SUCCEEDED:
+        columns["attempts"] = []
     if kind is Kind.RETRY:
         columns["delays"] = []
     if kind in (Kind.RETRY, Kind.DEAD):
@@ -136,7 +139,7 @@ class Acker:
                 )
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], batch: list[Outcome]) -> None:
-        # One statement per (kind, worker id); every row is matched on its attempt too.
+        # One statement per (kind, worker id).
         groups: dict[tuple[Kind, int], dict[str, list[Any]]] = {}
         for outcome in batch:
             job = outcome.job
@@ -144,7 +147,8 @@ class Acker:
             if group is None:
                 group = groups[outcome.kind, job.worker_id] = _columns(outcome.kind)
             group["ids"].append(job.id)
-            group["attempts"].append(job.attempt)
+            if outcome.kind is not Kind.SUCCEEDED:
+                group["attempts"].append(job.attempt)
             if outcome.kind is Kind.RETRY:
                 group["delays"].append(outcome.delay)
             if outcome.kind in (Kind.RETRY, Kind.DEAD):
